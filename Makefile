@@ -1,0 +1,54 @@
+# The one entry point. Every target builds its own virtualenv, so a fresh machine needs only Python.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+BUNDLE ?= bundles/saas
+LISTEN ?= 127.0.0.1:50051
+HTTP_LISTEN ?= 127.0.0.1:8181
+PROTOS := $(shell find proto -name '*.proto' 2>/dev/null)
+PROTO_STAMP := pdp/_proto/.built
+
+.PHONY: run test lint typecheck check bench bench-quick bench-peers proto clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# Generated protobuf/gRPC code is built here, never written by hand or committed.
+$(PROTO_STAMP): $(STAMP) $(PROTOS)
+	rm -rf pdp/_proto && mkdir -p pdp/_proto
+	$(if $(PROTOS),$(PY) -m grpc_tools.protoc -Ipdp/_proto=proto --python_out=. --grpc_python_out=. --pyi_out=. $(patsubst proto/%,pdp/_proto/%,$(PROTOS)))
+	touch $(PROTO_STAMP)
+
+proto: $(PROTO_STAMP)
+
+run: $(PROTO_STAMP)
+	$(VENV)/bin/pdp serve --bundle $(BUNDLE) --listen $(LISTEN) --http-listen $(HTTP_LISTEN)
+
+test: $(PROTO_STAMP)
+	$(PY) -m pytest -q
+
+lint: $(PROTO_STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
+
+typecheck: $(PROTO_STAMP)
+	$(VENV)/bin/mypy pdp policy_lang
+
+check: lint typecheck test
+
+bench: $(PROTO_STAMP)
+	$(PY) -m benchmarks.run --full
+
+bench-quick: $(PROTO_STAMP)
+	$(PY) -m benchmarks.run --quick
+
+bench-peers: $(PROTO_STAMP)
+	$(PY) -m benchmarks.peers.run
+
+clean:
+	rm -rf $(VENV) pdp/_proto build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,27 @@
+"""The `pdp` command: `serve` for the sidecar; `validate`, `check`, `test`, `fmt` for policy authors."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pdp", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    from pdp import authoring_cli
+
+    authoring_cli.add_commands(sub)
+    try:
+        from pdp import serve_cli
+    except ImportError:  # the sidecar is optional while the engine is being built
+        pass
+    else:
+        serve_cli.add_command(sub)
+    args = parser.parse_args(argv)
+    code: int = args.handler(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
