@@ -1,0 +1,34 @@
+"""The token package's exceptions; messages never carry a token, a secret or key material.
+
+TokenError(Exception)
+ ├── InvalidToken(ValueError)   a credential that must be answered with UNAUTHENTICATED
+ ├── KeyConfigError(ValueError) the key directory or a trusted-IdP file is unusable
+ └── OAuthError                 a token-endpoint failure carrying its RFC 6749 error code
+"""
+
+from __future__ import annotations
+
+
+class TokenError(Exception):
+    """Base of every error this package raises on purpose."""
+
+
+class InvalidToken(TokenError, ValueError):
+    """The token is not acceptable: malformed, forged, expired, revoked or foreign.
+
+    The message is a short fixed reason (`expired`, `unknown kid`, ...) and never the token.
+    """
+
+
+class KeyConfigError(TokenError, ValueError):
+    """A key file, the key directory or a trusted-IdP configuration cannot be used."""
+
+
+class OAuthError(TokenError):
+    """An error the token endpoint answers with: an RFC 6749 code, a description, an HTTP status."""
+
+    def __init__(self, code: str, description: str = "", status: int = 400) -> None:
+        super().__init__(f"{code}: {description}" if description else code)
+        self.code = code
+        self.description = description
+        self.status = status

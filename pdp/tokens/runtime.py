@@ -1,0 +1,137 @@
+"""Composition: builds the key ring, store, verifiers, service and HTTP app from one config."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from starlette.applications import Starlette
+
+from pdp.tokens.endpoint import DEFAULT_MAX_BODY_BYTES, build_token_app
+from pdp.tokens.idp import IdPVerifier, load_trusted_idps
+from pdp.tokens.issuer import AccessTokenIssuer
+from pdp.tokens.jws_checks import DEFAULT_MAX_TOKEN_BYTES
+from pdp.tokens.keys import EventHook, KeyRing
+from pdp.tokens.ratelimit import FailureLimiter
+from pdp.tokens.service import TokenService
+from pdp.tokens.store import TokenStore
+from pdp.tokens.verifier import Verifier
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenConfig:
+    """Where keys and state live and what tokens say. Paths only: never key material inline."""
+
+    key_dir: Path
+    db_path: Path
+    issuer: str  # also the public base URL of the endpoint (RFC 8414 metadata)
+    audience: str  # this deployment: tokens for any other audience fail
+    trusted_idps_file: Path | None = None
+    access_token_lifetime: int = 600  # 10 minutes
+    refresh_token_lifetime: int = 30 * 24 * 3600
+    leeway: float = 30.0
+    max_token_bytes: int = DEFAULT_MAX_TOKEN_BYTES
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    maintenance_interval: float = 5.0
+    client_failure_limit: int = 20
+    source_failure_limit: int = 10
+    failure_window: float = 60.0
+    verified_cache_size: int = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRuntime:
+    config: TokenConfig
+    keys: KeyRing
+    store: TokenStore
+    verifier: Verifier
+    idps: IdPVerifier | None
+    service: TokenService
+
+    def app(self) -> Starlette:
+        return build_token_app(
+            self.service,
+            self.keys,
+            issuer_url=self.config.issuer,
+            max_body_bytes=self.config.max_body_bytes,
+            maintenance=self.maintain_forever,
+        )
+
+    def maintain(self) -> None:
+        """One maintenance pass: pick up key-directory changes and other processes' revocations."""
+        if self.keys.reload():
+            # A removed kid must fail at once, cached or not.
+            self.verifier.clear_cache()
+        self.service.sync_revocations()
+        self.verifier.forget_expired_revocations()
+
+    async def maintain_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.maintenance_interval)
+            try:
+                self.maintain()
+            except Exception:  # keep the last good keys; the next pass tries again
+                log.exception("token maintenance failed")
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def build_tokens(
+    config: TokenConfig,
+    *,
+    on_event: EventHook | None = None,
+    clock: Callable[[], float] = time.time,
+) -> TokenRuntime:
+    keys = KeyRing(
+        config.key_dir,
+        token_lifetime=config.access_token_lifetime,
+        leeway=config.leeway,
+        on_event=on_event,
+        clock=clock,
+    )
+    store = TokenStore(config.db_path)
+    verifier = Verifier(
+        keys,
+        issuer=config.issuer,
+        audience=config.audience,
+        leeway=config.leeway,
+        max_lifetime=config.access_token_lifetime,
+        max_token_bytes=config.max_token_bytes,
+        cache_size=config.verified_cache_size,
+        clock=clock,
+    )
+    idps = None
+    if config.trusted_idps_file is not None:
+        idps = IdPVerifier(
+            load_trusted_idps(config.trusted_idps_file),
+            own_issuer=config.issuer,
+            leeway=config.leeway,
+            max_token_bytes=config.max_token_bytes,
+            clock=clock,
+        )
+    issuer = AccessTokenIssuer(
+        keys,
+        issuer=config.issuer,
+        audience=config.audience,
+        lifetime=config.access_token_lifetime,
+        clock=clock,
+    )
+    service = TokenService(
+        store=store,
+        issuer=issuer,
+        verifier=verifier,
+        idps=idps,
+        refresh_lifetime=config.refresh_token_lifetime,
+        client_limiter=FailureLimiter(config.client_failure_limit, config.failure_window),
+        source_limiter=FailureLimiter(config.source_failure_limit, config.failure_window),
+        on_event=on_event,
+        clock=clock,
+    )
+    return TokenRuntime(config, keys, store, verifier, idps, service)

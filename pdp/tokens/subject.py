@@ -1,0 +1,29 @@
+"""The identity a verified token proves: who, in which tenant, with which roles and scopes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# A bearer holding this scope may use every admin operation; narrower scopes name one.
+ADMIN_SCOPE = "admin"
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedSubject:
+    """What a valid access token says. It proves identity, never permission: the policy decides."""
+
+    subject: str
+    tenant: str
+    roles: tuple[str, ...]
+    scopes: frozenset[str]
+    client_id: str
+    jti: str
+    exp: int
+    issuer: str
+
+    def allows(self, scope: str) -> bool:
+        """True if the token carries `scope` or the umbrella admin scope.
+
+        A False here is a *deny* (403 / PERMISSION_DENIED), never an unauthenticated answer.
+        """
+        return scope in self.scopes or ADMIN_SCOPE in self.scopes
