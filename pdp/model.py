@@ -28,7 +28,9 @@ class Reason(str, Enum):
     PERMITTED = "permitted"  # a permit rule or a role grant matched and no forbid did
     FORBIDDEN = "forbidden"  # a forbid rule matched (forbid overrides permit)
     NOT_PERMITTED = "not_permitted"  # nothing permits: deny by default
-    EVALUATION_ERROR = "evaluation_error"  # an error decided (missing attribute, type mismatch, ...)
+    EVALUATION_ERROR = (
+        "evaluation_error"  # an error decided (missing attribute, type mismatch, ...)
+    )
     DEPTH_LIMIT = "depth_limit"  # relation walk hit the configured depth limit
     NO_BUNDLE = "no_bundle"  # no valid bundle is loaded
     STALE_TUPLES = "stale_tuples"  # the caller asked for a tuple revision we do not have yet
@@ -39,7 +41,7 @@ class Reason(str, Enum):
 class Entity:
     type: str
     id: str
-    attrs: Mapping[str, Value] = EMPTY
+    attrs: Mapping[str, Value] = field(default_factory=lambda: EMPTY)
 
     def __str__(self) -> str:
         return f"{self.type}:{self.id}"
@@ -50,7 +52,7 @@ class Request:
     subject: Entity
     action: str
     resource: Entity
-    context: Mapping[str, Value] = EMPTY
+    context: Mapping[str, Value] = field(default_factory=lambda: EMPTY)
 
 
 @dataclass(frozen=True, slots=True)

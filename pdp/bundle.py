@@ -1,0 +1,196 @@
+"""Bundle loading: a directory of a manifest, policy files, tuple files and policy tests.
+
+Everything is validated before a Bundle exists; a bundle with any error is refused whole, with every
+error at its file:line:col (BundleError.diagnostics).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from pdp.model import RelationTuple, TupleSyntaxError
+from policy_lang import ast
+from policy_lang.checker import CheckedPolicy, check
+from policy_lang.diagnostics import Diagnostic, Loc, PolicyError, with_sources
+from policy_lang.parser import parse
+
+MANIFEST = "bundle.toml"
+POLICY_SUFFIX = ".pdp"
+TUPLE_SUFFIX = ".jsonl"
+TEST_SUFFIX = ".test.toml"
+
+
+class BundleError(ValueError):
+    """The bundle was refused; `.diagnostics` lists every problem."""
+
+    def __init__(self, diagnostics: list[Diagnostic]) -> None:
+        self.diagnostics = diagnostics
+        errors = [d for d in diagnostics if d.is_error]
+        super().__init__(f"{len(errors)} error(s)\n" + "\n".join(d.format() for d in errors))
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    cache_ttl_seconds: float | None = None
+    max_depth: int | None = None
+    fail_open: frozenset[tuple[str, str]] = frozenset()  # (resource type, action)
+
+
+@dataclass(frozen=True, slots=True)
+class Bundle:
+    name: str
+    revision: str  # the manifest's revision plus a digest of the content, so every edit is visible
+    settings: Settings
+    policy: CheckedPolicy = field(compare=False)
+    tuples: tuple[RelationTuple, ...]
+    tests: tuple[tuple[str, dict[str, Any]], ...]  # (file, parsed TOML) for the test runner
+    path: Path
+    warnings: tuple[Diagnostic, ...] = ()
+
+
+def load_bundle(path: str | Path) -> Bundle:
+    root = Path(path)
+    diags: list[Diagnostic] = []
+    sources: dict[str, str] = {}
+    if not root.is_dir():
+        raise BundleError(
+            [Diagnostic("no_bundle", f"`{root}` is not a bundle directory", Loc(str(root), 0, 0))]
+        )
+    manifest_path = root / MANIFEST
+    manifest: dict[str, Any] = {}
+    if not manifest_path.exists():
+        diags.append(
+            Diagnostic(
+                "no_manifest", f"a bundle needs a `{MANIFEST}`", Loc(str(manifest_path), 0, 0)
+            )
+        )
+    else:
+        try:
+            manifest = tomllib.loads(manifest_path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            diags.append(Diagnostic("manifest_error", str(exc), Loc(str(manifest_path), 1, 1)))
+    settings = _settings(manifest, str(manifest_path), diags)
+    files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
+    digest = hashlib.sha256()
+    parsed: list[ast.PolicyFile] = []
+    tuples: list[tuple[RelationTuple, Loc]] = []
+    tests: list[tuple[str, dict[str, Any]]] = []
+    for file in files:
+        name = str(file)
+        try:
+            text = file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            diags.append(Diagnostic("read_error", f"cannot read: {exc}", Loc(name, 0, 0)))
+            continue
+        digest.update(name.encode() + b"\0" + text.encode() + b"\0")
+        if file.name.endswith(POLICY_SUFFIX):
+            sources[name] = text
+            try:
+                parsed.append(parse(text, name))
+            except PolicyError as exc:
+                diags.extend(exc.diagnostics)
+        elif file.name.endswith(TUPLE_SUFFIX):
+            sources[name] = text
+            tuples.extend(_tuples(text, name, diags))
+        elif file.name.endswith(TEST_SUFFIX):
+            try:
+                tests.append((name, tomllib.loads(text)))
+            except tomllib.TOMLDecodeError as exc:
+                diags.append(Diagnostic("test_file_error", str(exc), Loc(name, 1, 1)))
+    if not parsed and not any(d.code == "syntax_error" for d in diags):
+        diags.append(
+            Diagnostic("no_policy", f"no `*{POLICY_SUFFIX}` policy files", Loc(str(root), 0, 0))
+        )
+    policy, found = check(parsed)
+    diags.extend(found)
+    diags.extend(_check_tuples(policy, tuples, diags))
+    diags = with_sources(diags, sources)
+    if any(d.is_error for d in diags):
+        raise BundleError(diags)
+    revision = f"{manifest.get('revision', '0')}+{digest.hexdigest()[:10]}"
+    return Bundle(
+        name=str(manifest.get("name", root.name)),
+        revision=revision,
+        settings=settings,
+        policy=policy,
+        tuples=tuple(sorted({t for t, _ in tuples})),
+        tests=tuple(tests),
+        path=root,
+        warnings=tuple(d for d in diags if not d.is_error),
+    )
+
+
+def _settings(manifest: dict[str, Any], where: str, diags: list[Diagnostic]) -> Settings:
+    raw = manifest.get("settings", {})
+    loc = Loc(where, 1, 1)
+    ttl, depth, fail_open = (
+        raw.get("cache_ttl_seconds"),
+        raw.get("max_depth"),
+        raw.get("fail_open", []),
+    )
+    if ttl is not None and (not isinstance(ttl, int | float) or ttl < 0):
+        diags.append(
+            Diagnostic("manifest_error", "`settings.cache_ttl_seconds` must be a number ≥ 0", loc)
+        )
+        ttl = None
+    if depth is not None and (not isinstance(depth, int) or not 1 <= depth <= 1000):
+        diags.append(
+            Diagnostic("manifest_error", "`settings.max_depth` must be an integer in 1..1000", loc)
+        )
+        depth = None
+    pairs = set()
+    for item in fail_open if isinstance(fail_open, list) else [None]:
+        if not isinstance(item, str) or item.count(":") != 1:
+            diags.append(
+                Diagnostic(
+                    "manifest_error", "`settings.fail_open` lists `type:action` strings", loc
+                )
+            )
+            continue
+        t, a = item.split(":")
+        pairs.add((t, a))
+    return Settings(float(ttl) if ttl is not None else None, depth, frozenset(pairs))
+
+
+def _tuples(text: str, name: str, diags: list[Diagnostic]) -> list[tuple[RelationTuple, Loc]]:
+    out = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("//"):
+            continue
+        try:
+            obj = orjson.loads(line)
+            if isinstance(obj, str):
+                t = RelationTuple.parse(obj)
+            elif isinstance(obj, dict) and "tuple" in obj:
+                t = RelationTuple.parse(str(obj["tuple"]))
+            elif isinstance(obj, dict):
+                t = RelationTuple.parse(f"{obj['object']}#{obj['relation']}@{obj['subject']}")
+            else:
+                raise TupleSyntaxError("expected an object with `object`, `relation`, `subject`")
+            out.append((t, Loc(name, lineno, 1)))
+        except (orjson.JSONDecodeError, TupleSyntaxError, KeyError) as exc:
+            message = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
+            diags.append(Diagnostic("tuple_error", message, Loc(name, lineno, 1)))
+    return out
+
+
+def _check_tuples(
+    policy: CheckedPolicy, tuples: list[tuple[RelationTuple, Loc]], diags: list[Diagnostic]
+) -> list[Diagnostic]:
+    if any(d.is_error for d in diags):
+        return []  # the schema itself is broken; tuple errors would only be noise
+    from pdp.engine import InvalidTuple, validate_tuple
+
+    out = []
+    for t, loc in tuples:
+        try:
+            validate_tuple(policy, t)
+        except InvalidTuple as exc:
+            out.append(Diagnostic("tuple_error", str(exc), loc))
+    return out

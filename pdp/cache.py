@@ -1,0 +1,51 @@
+"""The decision cache: short TTL, bounded size, keys that hold every input a decision read.
+
+The engine owns what goes in a key (bundle snapshot, tuple revision, read attributes); this module
+only stores immutable decisions and counts hits and misses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import replace
+from time import monotonic
+
+from pdp.model import Decision
+
+
+class DecisionCache:
+    def __init__(self, ttl_seconds: float, max_entries: int = 100_000) -> None:
+        self.ttl = ttl_seconds
+        self.max_entries = max_entries
+        self.hits = 0
+        self.misses = 0
+        self._entries: dict[Hashable, tuple[Decision, float]] = {}
+
+    @property
+    def enabled(self) -> bool:
+        return self.ttl > 0
+
+    def get(self, key: Hashable) -> Decision | None:
+        item = self._entries.get(key)
+        if item is not None:
+            if item[1] > monotonic():
+                self.hits += 1
+                return item[0]
+            self._entries.pop(key, None)
+        self.misses += 1
+        return None
+
+    def put(self, key: Hashable, decision: Decision) -> None:
+        entries = self._entries
+        if len(entries) >= self.max_entries:
+            try:  # evict the oldest insertion; another thread may race us, which is harmless
+                entries.pop(next(iter(entries)), None)
+            except (StopIteration, RuntimeError):
+                pass
+        entries[key] = (replace(decision, cached=True), monotonic() + self.ttl)
+
+    def clear(self) -> None:
+        self._entries = {}
+
+    def stats(self) -> dict[str, int]:
+        return {"hits": self.hits, "misses": self.misses, "size": len(self._entries)}

@@ -1,0 +1,137 @@
+"""Conditions compiled to Python functions: each rule's `when` becomes one generated lambda.
+
+Generated code reads attributes with `[]`, so a missing attribute raises and its rule errors (which
+the engine turns into a deny); attribute types were validated before any condition runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Protocol
+
+from pdp.model import Entity, Value
+from policy_lang import ast
+
+ConditionFn = Callable[[Entity, Entity, Mapping[str, Value]], bool]
+
+
+class ConditionEnv(Protocol):
+    """What a condition may ask of the engine beyond the request itself."""
+
+    def relation(
+        self, object_type: str, object_id: str, relation: str, subject: Entity
+    ) -> bool: ...
+
+    def has_role(
+        self, role: str, subject: Entity, resource: Entity, context: Mapping[str, Value]
+    ) -> bool: ...
+
+
+_ROOTS = {"subject": "S.attrs", "resource": "R.attrs", "context": "C"}
+_OPS = {"==", "!=", "<", "<=", ">", ">="}
+
+
+def compile_condition(expr: ast.Expr, env: ConditionEnv) -> ConditionFn:
+    constants: list[Any] = []
+    source = _gen(expr, constants)
+    namespace: dict[str, Any] = {"env": env, "K": tuple(constants)}
+    code = compile(f"lambda S, R, C: bool({source})", "<condition>", "eval")
+    fn: ConditionFn = eval(code, namespace)
+    return fn
+
+
+def _gen(expr: ast.Expr, k: list[Any]) -> str:
+    if isinstance(expr, ast.Literal):
+        k.append(expr.value)
+        return f"K[{len(k) - 1}]"
+    if isinstance(expr, ast.Path):
+        if expr.root != "context" and expr.name in ("id", "type"):
+            return f"{expr.root[0].upper()}.{expr.name}"
+        return f"{_ROOTS[expr.root]}[{expr.name!r}]"
+    if isinstance(expr, ast.Present):
+        p = expr.path
+        if p.root != "context" and p.name in ("id", "type"):
+            return "True"
+        return f"({p.name!r} in {_ROOTS[p.root]})"
+    if isinstance(expr, ast.And):
+        return f"({_gen(expr.left, k)} and {_gen(expr.right, k)})"
+    if isinstance(expr, ast.Or):
+        return f"({_gen(expr.left, k)} or {_gen(expr.right, k)})"
+    if isinstance(expr, ast.Not):
+        return f"(not {_gen(expr.operand, k)})"
+    if isinstance(expr, ast.Compare):
+        assert expr.op in _OPS
+        return f"({_gen(expr.left, k)} {expr.op} {_gen(expr.right, k)})"
+    if isinstance(expr, ast.In):
+        return f"({_gen(expr.element, k)} in {_gen(expr.collection, k)})"
+    if isinstance(expr, ast.MethodCall):
+        return _gen_method(expr, k)
+    if isinstance(expr, ast.RelationCheck):
+        e = expr.entity
+        if e.kind == "resource":
+            return f"env.relation(R.type, R.id, {expr.relation!r}, S)"
+        if e.kind == "subject":
+            return f"env.relation(S.type, S.id, {expr.relation!r}, S)"
+        assert e.id is not None
+        return f"env.relation({e.type!r}, {_gen(e.id, k)}, {expr.relation!r}, S)"
+    if isinstance(expr, ast.HasRole):
+        return f"env.has_role({expr.role!r}, S, R, C)"
+    raise AssertionError(f"unhandled expression {expr!r}")
+
+
+def _gen_method(expr: ast.MethodCall, k: list[Any]) -> str:
+    target = _gen(expr.target, k)
+    args = [_gen(a, k) for a in expr.args]
+    m = expr.method
+    if m == "contains":
+        return f"({args[0]} in {target})"
+    if m == "contains_any":
+        return f"(not {target}.isdisjoint({args[0]}))"
+    if m == "contains_all":
+        return f"{target}.issuperset({args[0]})"
+    if m == "size":
+        return f"len({target})"
+    if m == "starts_with":
+        return f"{target}.startswith({args[0]})"
+    if m == "ends_with":
+        return f"{target}.endswith({args[0]})"
+    if m == "lower":
+        return f"{target}.lower()"
+    raise AssertionError(f"unhandled method {m}")
+
+
+def read_paths(expr: ast.Expr) -> Iterator[ast.Path]:
+    """Every attribute an expression can read: the decision cache keys on exactly these."""
+    if isinstance(expr, ast.Path):
+        yield expr
+    elif isinstance(expr, ast.Present):
+        yield expr.path
+    elif isinstance(expr, ast.And | ast.Or | ast.Compare):
+        yield from read_paths(expr.left)
+        yield from read_paths(expr.right)
+    elif isinstance(expr, ast.Not):
+        yield from read_paths(expr.operand)
+    elif isinstance(expr, ast.In):
+        yield from read_paths(expr.element)
+        yield from read_paths(expr.collection)
+    elif isinstance(expr, ast.MethodCall):
+        yield from read_paths(expr.target)
+        for a in expr.args:
+            yield from read_paths(a)
+    elif isinstance(expr, ast.RelationCheck) and expr.entity.id is not None:
+        yield from read_paths(expr.entity.id)
+
+
+def reads_relations(expr: ast.Expr) -> bool:
+    """Does the expression consult tuples (directly or through a role binding)?"""
+    if isinstance(expr, ast.RelationCheck | ast.HasRole):
+        return True
+    if isinstance(expr, ast.And | ast.Or | ast.Compare):
+        return reads_relations(expr.left) or reads_relations(expr.right)
+    if isinstance(expr, ast.Not):
+        return reads_relations(expr.operand)
+    if isinstance(expr, ast.In):
+        return reads_relations(expr.element) or reads_relations(expr.collection)
+    if isinstance(expr, ast.MethodCall):
+        return reads_relations(expr.target) or any(reads_relations(a) for a in expr.args)
+    return False

@@ -1,0 +1,397 @@
+"""The decision engine: holds the current compiled snapshot and the tuple store, and answers checks.
+
+`Engine.check` never raises: no bundle, a bad attribute, a depth limit or any exception in
+evaluation is a DENY whose reason says so. Deny overrides: a satisfied (or erroring) forbid denies;
+else a satisfied permit or role grant allows; else deny.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from pdp.cache import DecisionCache
+from pdp.compiler import AttributeTypeError, Entry, Snapshot, compile_policy
+from pdp.model import Decision, Effect, Entity, Reason, RelationTuple, Request, Value
+from pdp.rebac import DepthLimitExceeded
+from pdp.tuples import TupleStore
+from policy_lang.checker import CheckedPolicy
+
+DEFAULT_MAX_DEPTH = 25
+DEFAULT_CACHE_TTL = 2.0
+
+
+class InvalidTuple(ValueError):
+    """A tuple does not fit the bundle's schema; the message names the tuple and the problem."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Loaded:
+    """What one atomic swap installs: the bundle, its compiled snapshot, and its settings."""
+
+    bundle: object  # pdp.bundle.Bundle; typed loosely to keep the import one-way
+    snapshot: Snapshot
+    revision: str
+    fail_open: frozenset[tuple[str, str]]
+
+
+class Engine:
+    def __init__(
+        self,
+        *,
+        cache_ttl: float | None = None,
+        cache_size: int = 100_000,
+        max_depth: int | None = None,
+    ) -> None:
+        self.tuples = TupleStore()
+        self._cache_ttl_override = cache_ttl
+        self._max_depth_override = max_depth
+        self.cache = DecisionCache(
+            cache_ttl if cache_ttl is not None else DEFAULT_CACHE_TTL, cache_size
+        )
+        self._loaded: _Loaded | None = None
+        self._load_lock = threading.Lock()
+        self._memo: dict[tuple[object, ...], Decision] = {}
+
+    # ---- bundle lifecycle
+    @property
+    def bundle(self) -> object | None:
+        loaded = self._loaded
+        return loaded.bundle if loaded else None
+
+    @property
+    def snapshot(self) -> Snapshot | None:
+        loaded = self._loaded
+        return loaded.snapshot if loaded else None
+
+    def load(self, bundle: object) -> None:
+        """Compile `bundle` (a pdp.bundle.Bundle) against the live store and swap it in atomically."""
+        settings = bundle.settings  # type: ignore[attr-defined]
+        max_depth = self._max_depth_override or settings.max_depth or DEFAULT_MAX_DEPTH
+        env = _Env()
+        snapshot = compile_policy(bundle.policy, self.tuples, env, max_depth)  # type: ignore[attr-defined]
+        env.snapshot = snapshot
+        loaded = _Loaded(bundle, snapshot, bundle.revision, frozenset(settings.fail_open))  # type: ignore[attr-defined]
+        with self._load_lock:
+            self.validate_tuples(bundle.tuples, policy_of=snapshot)  # type: ignore[attr-defined]
+            self.tuples.replace_base(bundle.tuples)  # type: ignore[attr-defined]
+            if self._cache_ttl_override is None and settings.cache_ttl_seconds is not None:
+                self.cache.ttl = settings.cache_ttl_seconds
+            self._memo = {}
+            self._loaded = loaded
+            # Keys name their snapshot's entries, so old entries could never hit; drop them anyway.
+            self.cache.clear()
+
+    # ---- tuples
+    @property
+    def tuple_revision(self) -> int:
+        return self.tuples.revision
+
+    def validate_tuples(
+        self, tuples: Iterable[RelationTuple], *, policy_of: Snapshot | None = None
+    ) -> None:
+        snapshot = policy_of or self.snapshot
+        if snapshot is None:
+            raise InvalidTuple("no bundle is loaded, so no schema to check tuples against")
+        for t in tuples:
+            validate_tuple(snapshot.policy, t)
+
+    def write_tuples(
+        self, writes: Sequence[RelationTuple], deletes: Sequence[RelationTuple] = ()
+    ) -> int:
+        """Validate every tuple first, then apply all at once; returns the new tuple revision."""
+        self.validate_tuples(writes)
+        return self.tuples.write(writes, deletes)
+
+    def restore_tuples(
+        self, writes: Iterable[RelationTuple], deletes: Iterable[RelationTuple], revision: int
+    ) -> None:
+        self.tuples.restore(writes, deletes, revision)
+
+    def read_tuples(self, **filters: str | None) -> list[RelationTuple]:
+        return self.tuples.read(**filters)
+
+    def cache_stats(self) -> dict[str, int]:
+        return self.cache.stats()
+
+    # ---- decisions
+    def check(
+        self, request: Request, *, explain: bool = False, min_tuple_revision: int = 0
+    ) -> Decision:
+        loaded = self._loaded
+        if loaded is None:
+            return Decision(Effect.DENY, Reason.NO_BUNDLE, (), "", self.tuples.revision)
+        rev = self.tuples.revision
+        try:
+            if min_tuple_revision > rev:
+                return self._decision(loaded, Effect.DENY, Reason.STALE_TUPLES, (), rev)
+            resource = request.resource
+            entry = loaded.snapshot.entries.get((resource.type, request.action))
+            if entry is None:
+                return self._decision(loaded, Effect.DENY, Reason.NOT_PERMITTED, (), rev)
+            subject, context = request.subject, request.context
+            key = entry.key(subject, resource, context)
+            if explain:
+                from pdp.explain import explain as run_explain
+
+                decision = self._decide(loaded, entry, subject, resource, context, rev)
+                return run_explain(loaded.snapshot, self.tuples, request, decision)
+            cache = self.cache
+            if cache.ttl > 0:
+                full_key = (entry, rev, key) if entry.uses_tuples else (entry, key)
+                hit = cache.get(full_key)
+                if hit is not None:
+                    return hit
+                decision = self._decide(loaded, entry, subject, resource, context, rev)
+                # Never cache what came from an error: the next request must re-evaluate.
+                if not decision.errors and decision.reason is not Reason.FAIL_OPEN:
+                    cache.put(full_key, decision)
+                return decision
+            return self._decide(loaded, entry, subject, resource, context, rev)
+        except AttributeTypeError as exc:
+            return Decision(
+                Effect.DENY, Reason.EVALUATION_ERROR, (), loaded.revision, rev, errors=(str(exc),)
+            )
+        except Exception as exc:  # INVARIANT: the outermost guard turns any failure into a deny
+            return Decision(
+                Effect.DENY,
+                Reason.EVALUATION_ERROR,
+                (),
+                loaded.revision,
+                rev,
+                errors=(f"internal error: {type(exc).__name__}",),
+            )
+
+    def _decide(
+        self, loaded: _Loaded, entry: Entry, S: Entity, R: Entity, C: Mapping[str, Value], rev: int
+    ) -> Decision:
+        for rule in entry.forbids:
+            if rule.condition is None:
+                return self._decision(
+                    loaded, Effect.DENY, Reason.FORBIDDEN, (rule.id,), rev, rule.not_found
+                )
+            try:
+                if rule.condition(S, R, C):
+                    return self._decision(
+                        loaded, Effect.DENY, Reason.FORBIDDEN, (rule.id,), rev, rule.not_found
+                    )
+            except DepthLimitExceeded:
+                # INVARIANT: a forbid that errors denies.
+                return self._error(
+                    loaded,
+                    Reason.DEPTH_LIMIT,
+                    (rule.id,),
+                    rev,
+                    f"{rule.id}: relation depth limit",
+                    rule.not_found,
+                )
+            except Exception as exc:
+                return self._error(
+                    loaded,
+                    Reason.EVALUATION_ERROR,
+                    (rule.id,),
+                    rev,
+                    _describe(rule.id, exc),
+                    rule.not_found,
+                )
+        errors: list[tuple[str, str, bool]] = []  # (rule id, message, depth?)
+        for rule in entry.permits:
+            if rule.condition is None:
+                return self._decision(loaded, Effect.ALLOW, Reason.PERMITTED, (rule.id,), rev)
+            try:
+                if rule.condition(S, R, C):
+                    return self._decision(loaded, Effect.ALLOW, Reason.PERMITTED, (rule.id,), rev)
+            except DepthLimitExceeded:
+                errors.append((rule.id, f"{rule.id}: relation depth limit", True))
+            except Exception as exc:  # INVARIANT: a permit that errors grants nothing
+                errors.append((rule.id, _describe(rule.id, exc), False))
+        if entry.granting_roles:
+            role = self._granting_role(loaded.snapshot, entry, S, R, C, errors)
+            if role is not None:
+                return self._decision(
+                    loaded, Effect.ALLOW, Reason.PERMITTED, (f"role:{role}",), rev
+                )
+        if not errors:
+            return self._decision(loaded, Effect.DENY, Reason.NOT_PERMITTED, (), rev)
+        depth = any(d for _, _, d in errors)
+        if depth and (entry.resource_type, entry.action) in loaded.fail_open:
+            # The bundle named this action as fail-open: only a data-depth failure qualifies,
+            # never a caller's bad input and never a forbid.
+            return Decision(
+                Effect.ALLOW,
+                Reason.FAIL_OPEN,
+                tuple(e[0] for e in errors),
+                loaded.revision,
+                rev,
+                errors=tuple(e[1] for e in errors),
+            )
+        reason = Reason.DEPTH_LIMIT if depth else Reason.EVALUATION_ERROR
+        return Decision(
+            Effect.DENY,
+            reason,
+            tuple(e[0] for e in errors),
+            loaded.revision,
+            rev,
+            errors=tuple(e[1] for e in errors),
+        )
+
+    def _granting_role(
+        self,
+        snap: Snapshot,
+        entry: Entry,
+        S: Entity,
+        R: Entity,
+        C: Mapping[str, Value],
+        errors: list[tuple[str, str, bool]],
+    ) -> str | None:
+        held = _held_roles(snap, S, R, C, errors, entry.granting_roles)
+        for role in entry.granting_roles:
+            if role in held and _in_scope(snap.role_scopes[role], S, R):
+                return role
+        return None
+
+    def _decision(
+        self,
+        loaded: _Loaded,
+        effect: Effect,
+        reason: Reason,
+        rule_ids: tuple[str, ...],
+        rev: int,
+        not_found: bool = False,
+    ) -> Decision:
+        # Decisions are immutable, so equal outcomes share one object instead of being rebuilt.
+        memo_key = (effect, reason, rule_ids, rev, not_found)
+        decision = self._memo.get(memo_key)
+        if decision is None:
+            if len(self._memo) > 10_000:
+                self._memo = {}
+            decision = Decision(effect, reason, rule_ids, loaded.revision, rev, not_found)
+            self._memo[memo_key] = decision
+        return decision
+
+    def _error(
+        self,
+        loaded: _Loaded,
+        reason: Reason,
+        rule_ids: tuple[str, ...],
+        rev: int,
+        message: str,
+        not_found: bool,
+    ) -> Decision:
+        return Decision(
+            Effect.DENY, reason, rule_ids, loaded.revision, rev, not_found, errors=(message,)
+        )
+
+
+def validate_tuple(policy: CheckedPolicy, t: RelationTuple) -> None:
+    """Raise InvalidTuple unless the schema lets `t.relation` on its object hold its subject."""
+    info = policy.types.get(t.object_type)
+    if info is None:
+        raise InvalidTuple(f"`{t}`: unknown object type `{t.object_type}`")
+    rel = info.relations.get(t.relation)
+    if rel is None:
+        what = (
+            "a permission (computed, not stored)"
+            if t.relation in info.permissions
+            else "not a relation"
+        )
+        raise InvalidTuple(f"`{t}`: `{t.relation}` on `{t.object_type}` is {what}")
+    if t.subject_id == "*":
+        ok = not t.subject_relation and any(
+            r.wildcard and r.type == t.subject_type for r in rel.subjects
+        )
+    else:
+        ok = any(
+            r.type == t.subject_type and r.relation == t.subject_relation and not r.wildcard
+            for r in rel.subjects
+        )
+    if not ok:
+        allowed = " | ".join(str(r) for r in rel.subjects)
+        raise InvalidTuple(f"`{t}`: `{t.object_type}#{t.relation}` accepts {allowed}")
+
+
+class _Env:
+    """What compiled conditions call back into, bound to one snapshot so that a check in flight
+    during a reload finishes entirely on the snapshot it started with."""
+
+    __slots__ = ("snapshot",)
+
+    def __init__(self) -> None:
+        self.snapshot: Snapshot | None = None
+
+    def relation(self, object_type: str, object_id: str, relation: str, subject: Entity) -> bool:
+        if type(object_id) is not str:
+            raise AttributeTypeError("a relation check needs a string id")
+        assert self.snapshot is not None
+        return self.snapshot.graph.check(
+            object_type, object_id, relation, f"{subject.type}:{subject.id}"
+        )
+
+    def has_role(
+        self, role: str, subject: Entity, resource: Entity, context: Mapping[str, Value]
+    ) -> bool:
+        snap = self.snapshot
+        assert snap is not None
+        errors: list[tuple[str, str, bool]] = []
+        held = _held_roles(
+            snap, subject, resource, context, errors, snap.role_includes.get(role, ())
+        )
+        if errors and not held:
+            raise RuntimeError(errors[0][1])
+        return any(_in_scope(snap.role_scopes[r], subject, resource) for r in held)
+
+
+def _held_roles(
+    snap: Snapshot,
+    S: Entity,
+    R: Entity,
+    C: Mapping[str, Value],
+    errors: list[tuple[str, str, bool]],
+    wanted: Iterable[str],
+) -> set[str]:
+    wanted_set = set(wanted)
+    held: set[str] = set()
+    for binding in snap.bindings:
+        if binding.source is not None:
+            root, name = binding.source
+            values = (S.attrs if root == "subject" else R.attrs if root == "resource" else C).get(
+                name
+            )
+            if values:
+                held.update(r for r in values if r in wanted_set)  # type: ignore[union-attr]
+        elif binding.roles & wanted_set and binding.condition is not None:
+            try:
+                if binding.condition(S, R, C):
+                    held.update(binding.roles & wanted_set)
+            except DepthLimitExceeded:
+                errors.append(
+                    (
+                        "bind:" + ",".join(sorted(binding.roles)),
+                        "role binding: relation depth limit",
+                        True,
+                    )
+                )
+            except Exception as exc:
+                errors.append(
+                    (
+                        "bind:" + ",".join(sorted(binding.roles)),
+                        _describe("role binding", exc),
+                        False,
+                    )
+                )
+    return held
+
+
+def _in_scope(scopes: tuple[str, ...], S: Entity, R: Entity) -> bool:
+    for attr in scopes:
+        mine = S.attrs.get(attr)
+        if mine is None or mine != R.attrs.get(attr):
+            return False
+    return True
+
+
+def _describe(rule_id: str, exc: Exception) -> str:
+    if isinstance(exc, KeyError):
+        return f"{rule_id}: missing attribute `{exc.args[0]}`"
+    return f"{rule_id}: {type(exc).__name__}: {exc}"

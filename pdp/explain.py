@@ -1,0 +1,35 @@
+"""Explain mode: the compiled decision plus the trace of how the reference interpreter reached it.
+
+Explain never reads or fills the decision cache; it is for people asking "why?", not the hot path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from pdp.compiler import Snapshot
+from pdp.model import Decision, Request, TraceStep
+from pdp.reference import evaluate
+from pdp.tuples import TupleStore
+
+
+def explain(
+    snapshot: Snapshot, store: TupleStore, request: Request, decision: Decision
+) -> Decision:
+    def lookup(ot: str, oid: str, rel: str) -> list[tuple[str, str, str]]:
+        out = []
+        for s in sorted(store.subjects.get(f"{ot}:{oid}#{rel}", ())):
+            head, _, srel = s.partition("#")
+            st, _, sid = head.partition(":")
+            out.append((st, sid, srel))
+        return out
+
+    outcome = evaluate(snapshot.policy, lookup, request, snapshot.max_depth)
+    trace = list(outcome.trace)
+    if (outcome.effect, outcome.rule_ids) != (decision.effect, decision.rule_ids):
+        # Should never happen (the differential tests guard it); if it does, say so plainly.
+        trace.append(
+            TraceStep("note", "mismatch", "error", "the trace disagrees with the compiled decision")
+        )
+    trace.extend(TraceStep("error", "error", "error", e) for e in decision.errors)
+    return replace(decision, trace=tuple(trace), cached=False)

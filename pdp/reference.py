@@ -1,0 +1,423 @@
+"""A deliberately simple interpreter that walks the AST for every request.
+
+It is the specification the compiled engine is tested against (tests/test_differential.py), and it
+powers explain mode, where recording each step matters more than speed. Checks never use it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+from pdp.conditions import read_paths
+from pdp.model import Effect, Entity, Reason, RelationTuple, Request, TraceStep, Value
+from policy_lang import ast
+from policy_lang.checker import CheckedPolicy
+
+# (object type, object id, relation) -> the subjects stored there, as (type, id, relation)
+Lookup = Callable[[str, str, str], Iterable[tuple[str, str, str]]]
+
+_PY = {"string": str, "int": int, "bool": bool, "set<string>": frozenset, "set<int>": frozenset}
+
+
+class _Depth(Exception):
+    pass
+
+
+class _Error(Exception):
+    pass
+
+
+@dataclass(slots=True)
+class Outcome:
+    effect: Effect
+    reason: Reason
+    rule_ids: tuple[str, ...]
+    not_found: bool = False
+    trace: list[TraceStep] = field(default_factory=list)
+
+
+def naive_lookup(tuples: Iterable[RelationTuple]) -> Lookup:
+    """A lookup that scans a plain list: slow, obviously right."""
+    items = list(tuples)
+
+    def lookup(ot: str, oid: str, rel: str) -> list[tuple[str, str, str]]:
+        return [
+            (t.subject_type, t.subject_id, t.subject_relation)
+            for t in items
+            if (t.object_type, t.object_id, t.relation) == (ot, oid, rel)
+        ]
+
+    return lookup
+
+
+def evaluate(
+    policy: CheckedPolicy, lookup: Lookup, request: Request, max_depth: int = 25
+) -> Outcome:
+    return _Interpreter(policy, lookup, request, max_depth).run()
+
+
+class _Interpreter:
+    def __init__(
+        self, policy: CheckedPolicy, lookup: Lookup, request: Request, max_depth: int
+    ) -> None:
+        self.p = policy
+        self.lookup = lookup
+        self.req = request
+        self.max_depth = max_depth
+        self.trace: list[TraceStep] = []
+
+    def step(self, kind: str, id: str, outcome: str, detail: str = "") -> None:
+        self.trace.append(TraceStep(kind, id, outcome, detail))
+
+    def run(self) -> Outcome:
+        req, p = self.req, self.p
+        rtype, action = req.resource.type, req.action
+        if rtype not in p.types or action not in p.types[rtype].actions:
+            self.step(
+                "note", "target", "no_rules", f"no rule or role covers `{action}` on `{rtype}`"
+            )
+            return Outcome(Effect.DENY, Reason.NOT_PERMITTED, (), trace=self.trace)
+        rules = [r for r in p.rules if _targets(r.actions, r.types, action, rtype)]
+        granting = self._granting_roles(rtype, action)
+        bad = self._type_errors(rules, granting)
+        if bad:
+            self.step("error", "request", "error", bad)
+            return Outcome(Effect.DENY, Reason.EVALUATION_ERROR, (), trace=self.trace)
+        forbids = sorted(
+            (r for r in rules if r.effect == "forbid"), key=lambda r: (not r.not_found, r.name)
+        )
+        for rule in forbids:
+            try:
+                matched = rule.condition is None or self.cond(rule.condition)
+            except (_Depth, _Error) as exc:
+                self.step("forbid", rule.name, "error", f"{exc}; an erroring forbid denies")
+                reason = Reason.DEPTH_LIMIT if isinstance(exc, _Depth) else Reason.EVALUATION_ERROR
+                return Outcome(Effect.DENY, reason, (rule.name,), rule.not_found, self.trace)
+            self.step("forbid", rule.name, "matched" if matched else "not_matched", _where(rule))
+            if matched:
+                return Outcome(
+                    Effect.DENY, Reason.FORBIDDEN, (rule.name,), rule.not_found, self.trace
+                )
+        errors: list[tuple[str, bool]] = []
+        for rule in (r for r in rules if r.effect == "permit"):
+            try:
+                matched = rule.condition is None or self.cond(rule.condition)
+            except (_Depth, _Error) as exc:
+                self.step("permit", rule.name, "error", f"{exc}; an erroring permit grants nothing")
+                errors.append((rule.name, isinstance(exc, _Depth)))
+                continue
+            self.step("permit", rule.name, "matched" if matched else "not_matched", _where(rule))
+            if matched:
+                return Outcome(Effect.ALLOW, Reason.PERMITTED, (rule.name,), trace=self.trace)
+        if granting:
+            held = self.held_roles(set(granting), errors)
+            for role in granting:
+                scopes = self._scopes(role)
+                if role in held and all(
+                    self.req.subject.attrs.get(s) is not None
+                    and self.req.subject.attrs.get(s) == self.req.resource.attrs.get(s)
+                    for s in scopes
+                ):
+                    self.step("role", role, "granted", f"grants `{action}` on `{rtype}`")
+                    return Outcome(
+                        Effect.ALLOW, Reason.PERMITTED, (f"role:{role}",), trace=self.trace
+                    )
+                self.step(
+                    "role",
+                    role,
+                    "not_held" if role not in held else "out_of_scope",
+                    ", ".join(scopes),
+                )
+        if errors:
+            depth = any(d for _, d in errors)
+            reason = Reason.DEPTH_LIMIT if depth else Reason.EVALUATION_ERROR
+            return Outcome(Effect.DENY, reason, tuple(n for n, _ in errors), trace=self.trace)
+        self.step("note", "default", "deny", "nothing permits: deny by default")
+        return Outcome(Effect.DENY, Reason.NOT_PERMITTED, (), trace=self.trace)
+
+    # ---- roles
+    def _ancestors(self, role: str) -> set[str]:
+        out, stack = set(), [role]
+        while stack:
+            r = stack.pop()
+            if r not in out and r in self.p.roles:
+                out.add(r)
+                stack.extend(self.p.roles[r].parents)
+        return out
+
+    def _granting_roles(self, rtype: str, action: str) -> list[str]:
+        return sorted(
+            name
+            for name in self.p.roles
+            if any(
+                _targets(g.actions, g.types, action, rtype)
+                for a in self._ancestors(name)
+                for g in self.p.roles[a].grants
+            )
+        )
+
+    def _scopes(self, role: str) -> list[str]:
+        return sorted(
+            {self.p.roles[a].scope for a in self._ancestors(role) if self.p.roles[a].scope}
+        )
+
+    def held_roles(self, wanted: set[str], errors: list[tuple[str, bool]]) -> set[str]:
+        held: set[str] = set()
+        for b in self.p.bindings:
+            if isinstance(b, ast.BindFrom):
+                values = self._attrs(b.source.root).get(b.source.name)
+                if values:
+                    held |= set(values) & wanted  # type: ignore[arg-type]
+            elif set(b.roles) & wanted:
+                try:
+                    if self.cond(b.condition):
+                        held |= set(b.roles) & wanted
+                except (_Depth, _Error):
+                    errors.append(("bind:" + ",".join(sorted(b.roles)), False))
+        return held
+
+    # ---- conditions
+    def _attrs(self, root: str) -> Mapping[str, Value]:
+        if root == "subject":
+            return self.req.subject.attrs
+        if root == "resource":
+            return self.req.resource.attrs
+        return self.req.context
+
+    def _type_errors(self, rules: list[ast.RuleDecl], granting: list[str]) -> str:
+        paths: list[ast.Path] = []
+        for r in rules:
+            if r.condition is not None:
+                paths.extend(read_paths(r.condition))
+        for b in self.p.bindings:
+            paths.extend([b.source] if isinstance(b, ast.BindFrom) else read_paths(b.condition))
+        for role in granting:
+            for s in self._scopes(role):
+                paths += [ast.Path("subject", s), ast.Path("resource", s)]
+        for path in paths:
+            if path.root != "context" and path.name in ("id", "type"):
+                continue
+            value = self._attrs(path.root).get(path.name)
+            declared = self.p.attribute_type(
+                path.root, path.name, [self.req.resource.type] if path.root == "resource" else None
+            )
+            if declared is None and path.root == "subject":
+                declared = next(
+                    (
+                        t.attributes[path.name].type
+                        for t in self.p.types.values()
+                        if path.name in t.attributes
+                    ),
+                    None,
+                )
+            if value is not None and declared is not None and type(value) is not _PY[declared]:
+                return f"`{path}` must be {declared}"
+        return ""
+
+    def value(self, e: ast.Expr) -> object:
+        if isinstance(e, ast.Literal):
+            return e.value
+        if isinstance(e, ast.Path):
+            entity = self.req.subject if e.root == "subject" else self.req.resource
+            if e.root != "context" and e.name == "id":
+                return entity.id
+            if e.root != "context" and e.name == "type":
+                return entity.type
+            attrs = self._attrs(e.root)
+            if e.name not in attrs:
+                raise _Error(f"missing attribute `{e}`")
+            return attrs[e.name]
+        if isinstance(e, ast.MethodCall):
+            target = self.value(e.target)
+            args = [self.value(a) for a in e.args]
+            m = e.method
+            if m == "contains":
+                return args[0] in target  # type: ignore[operator]
+            if m == "contains_any":
+                return bool(set(target) & set(args[0]))  # type: ignore[call-overload]
+            if m == "contains_all":
+                return set(args[0]) <= set(target)  # type: ignore[call-overload]
+            if m == "size":
+                return len(target)  # type: ignore[arg-type]
+            if m == "starts_with":
+                return target.startswith(args[0])  # type: ignore[attr-defined]
+            if m == "ends_with":
+                return target.endswith(args[0])  # type: ignore[attr-defined]
+            if m == "lower":
+                return target.lower()  # type: ignore[attr-defined]
+        return self.cond(e)
+
+    def cond(self, e: ast.Expr) -> bool:
+        if isinstance(e, ast.And):
+            return self.cond(e.left) and self.cond(e.right)
+        if isinstance(e, ast.Or):
+            return self.cond(e.left) or self.cond(e.right)
+        if isinstance(e, ast.Not):
+            return not self.cond(e.operand)
+        if isinstance(e, ast.Present):
+            p = e.path
+            return (p.root != "context" and p.name in ("id", "type")) or p.name in self._attrs(
+                p.root
+            )
+        if isinstance(e, ast.Compare):
+            a, b = self.value(e.left), self.value(e.right)
+            ops: dict[str, Callable[[object, object], bool]] = {
+                "==": lambda x, y: x == y,
+                "!=": lambda x, y: x != y,
+                "<": lambda x, y: x < y,  # type: ignore[operator]
+                "<=": lambda x, y: x <= y,  # type: ignore[operator]
+                ">": lambda x, y: x > y,  # type: ignore[operator]
+                ">=": lambda x, y: x >= y,  # type: ignore[operator]
+            }
+            return ops[e.op](a, b)
+        if isinstance(e, ast.In):
+            elem, coll = self.value(e.element), self.value(e.collection)
+            return elem in coll  # type: ignore[operator]
+        if isinstance(e, ast.RelationCheck):
+            ent = e.entity
+            if ent.kind == "resource":
+                ot, oid = self.req.resource.type, self.req.resource.id
+            elif ent.kind == "subject":
+                ot, oid = self.req.subject.type, self.req.subject.id
+            else:
+                assert ent.id is not None
+                ot, oid = ent.type, self.value(ent.id)  # type: ignore[assignment]
+                if not isinstance(oid, str):
+                    raise _Error("a relation check needs a string id")
+            subject = self.req.subject
+            granted = self.relation(ot, oid, e.relation, subject, 0, frozenset())
+            self.step(
+                "relation",
+                f"{ot}:{oid}#{e.relation}",
+                "granted" if granted else "not_granted",
+                f"for {subject}",
+            )
+            return granted
+        if isinstance(e, ast.HasRole):
+            includes = {r for r in self.p.roles if e.role in self._ancestors(r)}
+            errors: list[tuple[str, bool]] = []
+            held = self.held_roles(includes, errors)
+            if errors and not held:
+                raise _Error("role binding error")
+            return any(
+                all(
+                    self.req.subject.attrs.get(s) is not None
+                    and self.req.subject.attrs.get(s) == self.req.resource.attrs.get(s)
+                    for s in self._scopes(r)
+                )
+                for r in held
+            )
+        value = self.value(e)
+        return bool(value)
+
+    # ---- relations, walked naively
+    def relation(
+        self, ot: str, oid: str, rel: str, subject: Entity, depth: int, path: frozenset[str]
+    ) -> bool:
+        info = self.p.types.get(ot)
+        if info is None:
+            return False
+        if rel in info.permissions:
+            return self.userset(ot, oid, info.permissions[rel].expr, subject, depth, path)
+        decl = info.relations.get(rel)
+        if decl is None:
+            return False
+        stored = list(self.lookup(ot, oid, rel))
+        for st, sid, srel in stored:
+            if (
+                not srel
+                and st == subject.type
+                and (
+                    sid == subject.id
+                    or (sid == "*" and any(r.wildcard and r.type == st for r in decl.subjects))
+                )
+            ):
+                self.step("relation", f"{ot}:{oid}#{rel}", "granted", f"holds {st}:{sid}")
+                return True
+        usersets = sorted(
+            (st, sid, srel)
+            for st, sid, srel in stored
+            if srel and any(r.type == st and r.relation == srel for r in decl.subjects)
+        )
+        if not usersets:
+            return False
+        if depth >= self.max_depth:
+            raise _Depth(f"relation depth limit at {ot}:{oid}#{rel}")
+        key = f"{ot}:{oid}#{rel}"
+        limited = False
+        for st, sid, srel in usersets:
+            if f"{st}:{sid}#{srel}" in path | {key}:
+                continue
+            try:
+                if self.relation(st, sid, srel, subject, depth + 1, path | {key}):
+                    self.step("relation", key, "granted", f"via {st}:{sid}#{srel}")
+                    return True
+            except _Depth:
+                limited = True
+        if limited:
+            raise _Depth(f"relation depth limit at {key}")
+        return False
+
+    def userset(
+        self,
+        ot: str,
+        oid: str,
+        e: ast.UsersetExpr,
+        subject: Entity,
+        depth: int,
+        path: frozenset[str],
+    ) -> bool:
+        if isinstance(e, ast.Computed):
+            return self.relation(ot, oid, e.relation, subject, depth, path)
+        if isinstance(e, ast.TupleToUserset):
+            targets = [(st, sid) for st, sid, srel in self.lookup(ot, oid, e.tupleset) if not srel]
+            if not targets:
+                return False
+            if depth >= self.max_depth:
+                raise _Depth(f"relation depth limit at {ot}:{oid}#{e.tupleset}")
+            marker = f"{ot}:{oid}#{e.tupleset}->{e.computed}"
+            if marker in path:
+                return False
+            limited = False
+            for st, sid in sorted(targets):
+                try:
+                    if self.relation(st, sid, e.computed, subject, depth + 1, path | {marker}):
+                        self.step(
+                            "relation",
+                            f"{ot}:{oid}#{e.tupleset}",
+                            "granted",
+                            f"via {st}:{sid}#{e.computed}",
+                        )
+                        return True
+                except _Depth:
+                    limited = True
+            if limited:
+                raise _Depth(f"relation depth limit at {ot}:{oid}#{e.tupleset}")
+            return False
+        if isinstance(e, ast.Union):
+            try:
+                if self.userset(ot, oid, e.left, subject, depth, path):
+                    return True
+            except _Depth:
+                if self.userset(ot, oid, e.right, subject, depth, path):
+                    return True
+                raise
+            return self.userset(ot, oid, e.right, subject, depth, path)
+        if isinstance(e, ast.Intersection):
+            return self.userset(ot, oid, e.left, subject, depth, path) and self.userset(
+                ot, oid, e.right, subject, depth, path
+            )
+        return self.userset(ot, oid, e.left, subject, depth, path) and not self.userset(
+            ot, oid, e.right, subject, depth, path
+        )
+
+
+def _targets(
+    actions: tuple[str, ...] | None, types: tuple[str, ...] | None, action: str, rtype: str
+) -> bool:
+    return (actions is None or action in actions) and (types is None or rtype in types)
+
+
+def _where(rule: ast.RuleDecl) -> str:
+    return f"{rule.loc}" if rule.loc.line else ""

@@ -1,0 +1,530 @@
+"""Static checks over a whole bundle's policy files: names, types, cycles, and rules that cannot matter.
+
+`check(files)` returns a CheckedPolicy and every diagnostic (errors and warnings) at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from policy_lang import ast
+from policy_lang.diagnostics import Diagnostic, Loc
+
+BUILTIN_ATTRS = {"id": "string", "type": "string"}
+SCALARS = {"string", "int", "bool"}
+ATTR_TYPES = SCALARS | {"set<string>", "set<int>"}
+
+# method name -> {receiver type -> (argument types, result type)}; "T" is the set's element type.
+METHODS: dict[str, dict[str, tuple[tuple[str, ...], str]]] = {
+    "contains": {"set": (("T",), "bool"), "string": (("string",), "bool")},
+    "contains_any": {"set": (("set<T>",), "bool")},
+    "contains_all": {"set": (("set<T>",), "bool")},
+    "size": {"set": ((), "int"), "string": ((), "int")},
+    "starts_with": {"string": (("string",), "bool")},
+    "ends_with": {"string": (("string",), "bool")},
+    "lower": {"string": ((), "string")},
+}
+
+
+@dataclass(slots=True)
+class TypeInfo:
+    decl: ast.TypeDecl
+    attributes: dict[str, ast.Attribute] = field(default_factory=dict)
+    relations: dict[str, ast.RelationDecl] = field(default_factory=dict)
+    permissions: dict[str, ast.PermissionDecl] = field(default_factory=dict)
+    actions: frozenset[str] = frozenset()
+
+    def has_relation(self, name: str) -> bool:
+        return name in self.relations or name in self.permissions
+
+
+@dataclass(slots=True)
+class CheckedPolicy:
+    """The merged, checked policy of a bundle: what the compiler reads."""
+
+    types: dict[str, TypeInfo] = field(default_factory=dict)
+    context: dict[str, ast.Attribute] = field(default_factory=dict)
+    roles: dict[str, ast.RoleDecl] = field(default_factory=dict)
+    bindings: list[ast.BindWhen | ast.BindFrom] = field(default_factory=list)
+    rules: list[ast.RuleDecl] = field(default_factory=list)
+
+    def attribute_type(
+        self, root: str, name: str, types: Iterable[str] | None = None
+    ) -> str | None:
+        """The declared type of `root.name`, or None when nothing declares it."""
+        if root == "context":
+            attr = self.context.get(name)
+            return attr.type if attr else None
+        if name in BUILTIN_ATTRS:
+            return BUILTIN_ATTRS[name]
+        names = self.types if types is None else types
+        found = {
+            self.types[t].attributes[name].type
+            for t in names
+            if t in self.types and name in self.types[t].attributes
+        }
+        return found.pop() if len(found) == 1 else None
+
+
+def check(files: Iterable[ast.PolicyFile]) -> tuple[CheckedPolicy, list[Diagnostic]]:
+    checker = _Checker()
+    checker.run(list(files))
+    return checker.policy, checker.diagnostics
+
+
+class _Checker:
+    def __init__(self) -> None:
+        self.policy = CheckedPolicy()
+        self.diagnostics: list[Diagnostic] = []
+
+    def error(self, code: str, message: str, loc: Loc, hint: str = "") -> None:
+        self.diagnostics.append(Diagnostic(code, message, loc, "error", hint))
+
+    def warn(self, code: str, message: str, loc: Loc, hint: str = "") -> None:
+        self.diagnostics.append(Diagnostic(code, message, loc, "warning", hint))
+
+    def run(self, files: list[ast.PolicyFile]) -> None:
+        items = [item for f in sorted(files, key=lambda f: f.path) for item in f.items]
+        self._collect(items)
+        for info in self.policy.types.values():
+            self._check_type(info)
+        self._check_permission_cycles()
+        self._check_roles()
+        for binding in self.policy.bindings:
+            self._check_binding(binding)
+        for rule in self.policy.rules:
+            self._check_rule(rule)
+        self._check_shadowing()
+
+    # ---- declarations
+    def _collect(self, items: list[ast.Item]) -> None:
+        p = self.policy
+        rule_names: dict[str, ast.RuleDecl] = {}
+        for item in items:
+            if isinstance(item, ast.TypeDecl):
+                if item.name in p.types:
+                    self._duplicate("type", item.name, item.loc, p.types[item.name].decl.loc)
+                    continue
+                p.types[item.name] = self._type_info(item)
+            elif isinstance(item, ast.ContextDecl):
+                for attr in item.attributes:
+                    if attr.name in p.context:
+                        self._duplicate(
+                            "context attribute", attr.name, attr.loc, p.context[attr.name].loc
+                        )
+                    self._check_attr_type(attr)
+                    p.context[attr.name] = attr
+            elif isinstance(item, ast.RoleDecl):
+                if item.name in p.roles:
+                    self._duplicate("role", item.name, item.loc, p.roles[item.name].loc)
+                    continue
+                p.roles[item.name] = item
+            elif isinstance(item, ast.BindWhen | ast.BindFrom):
+                p.bindings.append(item)
+            elif isinstance(item, ast.RuleDecl):
+                if item.name in rule_names:
+                    self._duplicate("rule", item.name, item.loc, rule_names[item.name].loc)
+                    continue
+                rule_names[item.name] = item
+                p.rules.append(item)
+        # Determinism: rules are evaluated in name order, whatever the order of files.
+        p.rules.sort(key=lambda r: r.name)
+
+    def _duplicate(self, kind: str, name: str, loc: Loc, first: Loc) -> None:
+        self.error("duplicate_name", f"{kind} `{name}` is already defined at {first}", loc)
+
+    def _type_info(self, decl: ast.TypeDecl) -> TypeInfo:
+        info = TypeInfo(decl)
+        for attr in decl.attributes:
+            if attr.name in info.attributes or attr.name in BUILTIN_ATTRS:
+                self.error(
+                    "duplicate_name",
+                    f"attribute `{attr.name}` is already defined on `{decl.name}`",
+                    attr.loc,
+                )
+                continue
+            self._check_attr_type(attr)
+            info.attributes[attr.name] = attr
+        seen: dict[str, Loc] = {}
+        for member in (*decl.relations, *decl.permissions):
+            if member.name in seen:
+                self._duplicate(
+                    f"relation or permission on `{decl.name}`",
+                    member.name,
+                    member.loc,
+                    seen[member.name],
+                )
+                continue
+            seen[member.name] = member.loc
+            if isinstance(member, ast.RelationDecl):
+                info.relations[member.name] = member
+            else:
+                info.permissions[member.name] = member
+        if len(set(decl.actions)) != len(decl.actions):
+            self.error("duplicate_name", f"an action is listed twice on `{decl.name}`", decl.loc)
+        info.actions = frozenset(decl.actions)
+        return info
+
+    def _check_attr_type(self, attr: ast.Attribute) -> None:
+        if attr.type not in ATTR_TYPES:
+            self.error(
+                "unknown_type",
+                f"`{attr.type}` is not an attribute type",
+                attr.loc,
+                hint="use string, int, bool, set<string> or set<int>",
+            )
+
+    def _check_type(self, info: TypeInfo) -> None:
+        types = self.policy.types
+        for rel in info.relations.values():
+            for ref in rel.subjects:
+                target = types.get(ref.type)
+                if target is None:
+                    self.error("unknown_type", f"unknown type `{ref.type}`", ref.loc)
+                elif ref.relation and not target.has_relation(ref.relation):
+                    self.error(
+                        "unknown_relation",
+                        f"type `{ref.type}` has no relation `{ref.relation}`",
+                        ref.loc,
+                    )
+        for perm in info.permissions.values():
+            self._check_userset(info, perm.expr, perm.loc)
+
+    def _check_userset(self, info: TypeInfo, expr: ast.UsersetExpr, loc: Loc) -> None:
+        if isinstance(expr, ast.Computed):
+            if not info.has_relation(expr.relation):
+                self.error(
+                    "unknown_relation",
+                    f"type `{info.decl.name}` has no relation `{expr.relation}`",
+                    expr.loc or loc,
+                )
+        elif isinstance(expr, ast.TupleToUserset):
+            tupleset = info.relations.get(expr.tupleset)
+            if tupleset is None:
+                self.error(
+                    "unknown_relation",
+                    f"`{expr.tupleset}` in `{expr.tupleset}->{expr.computed}` must be a relation of `{info.decl.name}`",
+                    expr.loc,
+                )
+                return
+            targets = [self.policy.types.get(r.type) for r in tupleset.subjects if not r.relation]
+            if not any(t is not None and t.has_relation(expr.computed) for t in targets):
+                self.error(
+                    "unknown_relation",
+                    f"no type reachable through `{expr.tupleset}` has a relation `{expr.computed}`",
+                    expr.loc,
+                )
+        else:
+            self._check_userset(info, expr.left, loc)
+            self._check_userset(info, expr.right, loc)
+
+    def _check_permission_cycles(self) -> None:
+        # Computed usersets stay on the same object; a cycle among them never reaches data and
+        # can never terminate. Hops through tuples (`parent->view`, `group#member`) walk data and
+        # are bounded at run time by the depth limit instead.
+        for info in self.policy.types.values():
+            edges = {name: set(_computed_refs(p.expr)) for name, p in info.permissions.items()}
+            for start, perm in info.permissions.items():
+                if _reaches(edges, start, start):
+                    self.error(
+                        "cycle",
+                        f"permission `{info.decl.name}.{start}` is defined in terms of itself",
+                        perm.loc,
+                        hint="a permission may refer to itself only through a relation to another object, e.g. `parent->view`",
+                    )
+
+    # ---- roles
+    def _check_roles(self) -> None:
+        roles = self.policy.roles
+        for role in roles.values():
+            for parent in role.parents:
+                if parent not in roles:
+                    self.error("unknown_role", f"unknown role `{parent}`", role.loc)
+            if role.scope and not any(
+                role.scope in t.attributes for t in self.policy.types.values()
+            ):
+                self.error(
+                    "unknown_attribute", f"no type has the scope attribute `{role.scope}`", role.loc
+                )
+            for grant in role.grants:
+                self._check_target(grant.actions, grant.types, grant.loc)
+        edges = {name: set(r.parents) for name, r in roles.items()}
+        for name, role in roles.items():
+            if _reaches(edges, name, name):
+                self.error("cycle", f"role `{name}` inherits from itself", role.loc)
+
+    def _check_target(
+        self, actions: tuple[str, ...] | None, types: tuple[str, ...] | None, loc: Loc
+    ) -> None:
+        known = self.policy.types
+        for t in types or ():
+            if t not in known:
+                self.error("unknown_type", f"unknown type `{t}`", loc)
+        scope = [known[t] for t in (types or known) if t in known]
+        for action in actions or ():
+            if not any(action in info.actions for info in scope):
+                names = ", ".join(f"`{i.decl.name}`" for i in scope) or "any type"
+                self.error("unknown_action", f"action `{action}` is not declared on {names}", loc)
+
+    def _check_binding(self, binding: ast.BindWhen | ast.BindFrom) -> None:
+        if isinstance(binding, ast.BindFrom):
+            source = binding.source
+            kind = self._path_type(source, None)
+            if kind is not None and kind != "set<string>":
+                self.error(
+                    "type_error",
+                    f"`{source}` must be a set<string> of role names, not {kind}",
+                    source.loc,
+                )
+            return
+        for role in binding.roles:
+            if role not in self.policy.roles:
+                self.error("unknown_role", f"unknown role `{role}`", binding.loc)
+        self._expect_bool(binding.condition, None)
+
+    # ---- rules
+    def _check_rule(self, rule: ast.RuleDecl) -> None:
+        self._check_target(rule.actions, rule.types, rule.loc)
+        if rule.not_found and rule.effect != "forbid":
+            self.error(
+                "not_found_on_permit",
+                "only a forbid can ask its deny to look like not found",
+                rule.loc,
+            )
+        if rule.condition is None:
+            return
+        types = tuple(t for t in rule.types if t in self.policy.types) if rule.types else None
+        self._expect_bool(rule.condition, types)
+        if _constant(rule.condition) is False:
+            self.warn(
+                "never_matches",
+                f"rule `{rule.name}` can never match: its condition is always false",
+                rule.loc,
+            )
+
+    def _check_shadowing(self) -> None:
+        forbids = [r for r in self.policy.rules if r.effect == "forbid" and r.condition is None]
+        for permit in (r for r in self.policy.rules if r.effect == "permit"):
+            for forbid in forbids:
+                if _covers(forbid.actions, permit.actions) and _covers(forbid.types, permit.types):
+                    self.warn(
+                        "shadowed",
+                        f"permit `{permit.name}` can never allow: forbid `{forbid.name}` always denies what it covers",
+                        permit.loc,
+                    )
+                    break
+
+    # ---- expressions
+    def _expect_bool(self, expr: ast.Expr, types: tuple[str, ...] | None) -> None:
+        kind = self._type_of(expr, types)
+        if kind is not None and kind != "bool":
+            self.error("type_error", f"a condition must be bool, this is {kind}", _loc_of(expr))
+
+    def _path_type(self, path: ast.Path, types: tuple[str, ...] | None) -> str | None:
+        p = self.policy
+        if path.root == "context":
+            if path.name not in p.context:
+                self.error(
+                    "unknown_attribute",
+                    f"`context.{path.name}` is not declared",
+                    path.loc,
+                    hint="declare it in a `context { ... }` block",
+                )
+                return None
+            return p.context[path.name].type
+        scope = types if path.root == "resource" else None
+        names = list(p.types) if scope is None else list(scope)
+        if path.name in BUILTIN_ATTRS:
+            return BUILTIN_ATTRS[path.name]
+        found = {
+            p.types[t].attributes[path.name].type
+            for t in names
+            if path.name in p.types[t].attributes
+        }
+        if not found:
+            where = ", ".join(f"`{t}`" for t in names) if scope else "any type"
+            self.error("unknown_attribute", f"`{path}` is not an attribute of {where}", path.loc)
+            return None
+        if len(found) > 1:
+            self.error(
+                "type_error", f"`{path}` has different types on different entity types", path.loc
+            )
+            return None
+        return found.pop()
+
+    def _type_of(self, expr: ast.Expr, types: tuple[str, ...] | None) -> str | None:
+        """The static type of an expression; None after an error already reported."""
+        if isinstance(expr, ast.Literal):
+            return _literal_type(expr.value)
+        if isinstance(expr, ast.Path):
+            return self._path_type(expr, types)
+        if isinstance(expr, ast.Present):
+            self._path_type(expr.path, types)
+            return "bool"
+        if isinstance(expr, ast.And | ast.Or):
+            self._expect_bool(expr.left, types)
+            self._expect_bool(expr.right, types)
+            return "bool"
+        if isinstance(expr, ast.Not):
+            self._expect_bool(expr.operand, types)
+            return "bool"
+        if isinstance(expr, ast.Compare):
+            left, right = self._type_of(expr.left, types), self._type_of(expr.right, types)
+            if left is None or right is None:
+                return "bool"
+            if expr.op in ("==", "!="):
+                if left != right:
+                    self.error("type_error", f"cannot compare {left} with {right}", expr.loc)
+            elif left != "int" or right != "int":
+                self.error(
+                    "type_error", f"`{expr.op}` compares numbers, not {left} and {right}", expr.loc
+                )
+            return "bool"
+        if isinstance(expr, ast.In):
+            elem, coll = self._type_of(expr.element, types), self._type_of(expr.collection, types)
+            if elem is not None and coll is not None and coll != f"set<{elem}>":
+                self.error(
+                    "type_error", f"`in` needs a set of {elem} on its right, not {coll}", expr.loc
+                )
+            return "bool"
+        if isinstance(expr, ast.MethodCall):
+            return self._method_type(expr, types)
+        if isinstance(expr, ast.RelationCheck):
+            self._check_relation(expr, types)
+            return "bool"
+        if isinstance(expr, ast.HasRole):
+            if expr.role not in self.policy.roles:
+                self.error("unknown_role", f"unknown role `{expr.role}`", expr.loc)
+            return "bool"
+        raise AssertionError(f"unhandled expression {expr!r}")
+
+    def _method_type(self, expr: ast.MethodCall, types: tuple[str, ...] | None) -> str | None:
+        target = self._type_of(expr.target, types)
+        args = [self._type_of(a, types) for a in expr.args]
+        if target is None:
+            return None
+        signatures = METHODS.get(expr.method)
+        if signatures is None:
+            self.error(
+                "unknown_method",
+                f"unknown method `{expr.method}`",
+                expr.loc,
+                hint="methods: " + ", ".join(sorted(METHODS)),
+            )
+            return None
+        elem = target[4:-1] if target.startswith("set<") else ""
+        sig = signatures.get("set" if elem else target)
+        if sig is None:
+            self.error("type_error", f"`{expr.method}` does not apply to {target}", expr.loc)
+            return None
+        params, result = sig
+        want = [p.replace("T", elem) for p in params]
+        if len(args) != len(want):
+            self.error(
+                "type_error",
+                f"`{expr.method}` takes {len(want)} argument(s), got {len(args)}",
+                expr.loc,
+            )
+        else:
+            for got, expected in zip(args, want, strict=True):
+                if got is not None and got != expected:
+                    self.error(
+                        "type_error", f"`{expr.method}` expects {expected}, got {got}", expr.loc
+                    )
+        return result
+
+    def _check_relation(self, expr: ast.RelationCheck, types: tuple[str, ...] | None) -> None:
+        entity = expr.entity
+        if entity.kind == "ctor":
+            target = self.policy.types.get(entity.type)
+            if target is None:
+                self.error("unknown_type", f"unknown type `{entity.type}`", entity.loc)
+                return
+            if entity.id is not None and self._type_of(entity.id, types) not in ("string", None):
+                self.error(
+                    "type_error", f"the id of `{entity.type}(...)` must be a string", entity.loc
+                )
+            candidates = [target]
+        elif entity.kind == "resource" and types is not None:
+            candidates = [self.policy.types[t] for t in types]
+        else:
+            candidates = list(self.policy.types.values())
+        if not any(c.has_relation(expr.relation) for c in candidates):
+            self.error(
+                "unknown_relation",
+                f"no relation or permission `{expr.relation}` on {entity.kind if entity.kind != 'ctor' else f'`{entity.type}`'}",
+                expr.loc,
+            )
+
+
+def _literal_type(value: ast.LiteralValue) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, str):
+        return "string"
+    elems = {_literal_type(v) for v in value}
+    return f"set<{elems.pop() if elems else 'string'}>"
+
+
+def _loc_of(expr: ast.Expr) -> Loc:
+    return expr.loc
+
+
+def _constant(expr: ast.Expr) -> bool | None:
+    """Fold a condition made only of literals; None when it depends on the request."""
+    if isinstance(expr, ast.Literal) and isinstance(expr.value, bool):
+        return expr.value
+    if isinstance(expr, ast.Not):
+        inner = _constant(expr.operand)
+        return None if inner is None else not inner
+    if isinstance(expr, ast.And):
+        left, right = _constant(expr.left), _constant(expr.right)
+        if left is False or right is False:
+            return False
+        return True if left and right else None
+    if isinstance(expr, ast.Or):
+        left, right = _constant(expr.left), _constant(expr.right)
+        if left is True or right is True:
+            return True
+        return False if left is False and right is False else None
+    if (
+        isinstance(expr, ast.Compare)
+        and isinstance(expr.left, ast.Literal)
+        and isinstance(expr.right, ast.Literal)
+    ):
+        a, b = expr.left.value, expr.right.value
+        if expr.op == "==":
+            return a == b
+        if expr.op == "!=":
+            return a != b
+    return None
+
+
+def _covers(outer: tuple[str, ...] | None, inner: tuple[str, ...] | None) -> bool:
+    if outer is None:
+        return True
+    return inner is not None and set(inner) <= set(outer)
+
+
+def _computed_refs(expr: ast.UsersetExpr) -> Iterator[str]:
+    if isinstance(expr, ast.Computed):
+        yield expr.relation
+    elif isinstance(expr, ast.Union | ast.Intersection | ast.Exclusion):
+        yield from _computed_refs(expr.left)
+        yield from _computed_refs(expr.right)
+
+
+def _reaches(edges: dict[str, set[str]], start: str, goal: str) -> bool:
+    seen: set[str] = set()
+    stack = list(edges.get(start, ()))
+    while stack:
+        node = stack.pop()
+        if node == goal:
+            return True
+        if node not in seen:
+            seen.add(node)
+            stack.extend(edges.get(node, ()))
+    return False
