@@ -1,0 +1,357 @@
+"""The composition root: builds the engine, audit, tuple log, reloader, gRPC and HTTP servers, and
+wires them together. `Sidecar` owns the side effects around the engine (audit, health, metrics).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent import futures
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import uvicorn
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from starlette.applications import Starlette
+from starlette.requests import Request as HttpRequest
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from pdp import audit
+from pdp._proto.pdp.v1 import pdp_pb2, pdp_pb2_grpc
+from pdp.bundle import Bundle, BundleError, load_bundle
+from pdp.engine import Engine
+from pdp.grpc_service import AdminServicer, AuthorizerServicer, Limits, SubjectFromToken
+from pdp.metrics import Metrics
+from pdp.model import RelationTuple
+from pdp.reloader import Reloader
+from pdp.tuple_log import TupleLog
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = (
+    pdp_pb2.DESCRIPTOR.services_by_name["Authorizer"].full_name,
+    pdp_pb2.DESCRIPTOR.services_by_name["Admin"].full_name,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    bundle: Path
+    listen: str = "127.0.0.1:50051"  # or `unix:/path/to.sock`
+    http_listen: str = ""  # HOST:PORT for /metrics (and later the token endpoint); "" = off
+    data_dir: Path | None = Path("data")  # None: written tuples live in memory only
+    watch: bool = True
+    workers: int = 16
+    grace_seconds: float = 10.0
+    cache_ttl: float | None = None  # None: the bundle's setting
+    cache_size: int = 100_000
+    audit_file: Path | None = None
+    audit_max_bytes: int = 64 << 20
+    audit_backups: int = 5
+    audit: audit.AuditSettings = field(default_factory=audit.AuditSettings)
+    limits: Limits = field(default_factory=Limits)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    path: str
+    at: float
+    errors: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    serving: bool
+    name: str
+    revision: str
+    path: str
+    loaded_at: float
+    tuple_revision: int
+    rejected: Rejected | None
+
+
+class Sidecar:
+    """The engine plus what happens around it: durable tuple writes, bundle swaps and their audit
+    events, health. The gRPC servicers and the HTTP side call this; it never calls them back."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        hub: audit.AuditHub,
+        metrics: Metrics,
+        tuple_log: TupleLog | None,
+        set_serving: Callable[[bool], None] = lambda _: None,
+    ) -> None:
+        self.engine = engine
+        self.audit = hub
+        self.metrics = metrics
+        self.tuple_log = tuple_log
+        self._set_serving = set_serving
+        self._write_lock = threading.Lock()
+        self._loaded_at = 0.0
+        self._rejected: Rejected | None = None
+
+    def restore_tuples(self) -> None:
+        if self.tuple_log is None:
+            return
+        overlay = self.tuple_log.load()
+        self.engine.restore_tuples(overlay.writes, overlay.deletes, overlay.revision)
+        log.info(
+            "restored %d written and %d deleted tuples at revision %d",
+            len(overlay.writes),
+            len(overlay.deletes),
+            overlay.revision,
+        )
+
+    def apply_bundle(self, bundle: Bundle) -> None:
+        self.engine.load(bundle)  # atomic swap: checks in flight finish on the old snapshot
+        self._loaded_at = time.time()
+        self._rejected = None
+        self.metrics.bundle_loaded()
+        self._set_serving(True)
+        log.info("bundle %s revision %s loaded from %s", bundle.name, bundle.revision, bundle.path)
+        self.audit.event(
+            audit.BUNDLE_LOADED,
+            {"name": bundle.name, "revision": bundle.revision, "path": str(bundle.path)},
+        )
+
+    def reject_bundle(self, path: Path, exc: Exception) -> None:
+        if isinstance(exc, BundleError):
+            errors = tuple(d.format() for d in exc.diagnostics) or (str(exc),)
+        else:
+            errors = (f"{type(exc).__name__}: {exc}",)
+        self._rejected = Rejected(str(path), time.time(), errors)
+        self.metrics.bundle_rejected()
+        active = self.engine.bundle
+        self.audit.event(
+            audit.BUNDLE_REJECTED,
+            {
+                "path": str(path),
+                "errors": list(errors),
+                "serving_revision": active.revision if active else "",
+            },
+        )
+
+    def write_tuples(
+        self, writes: Sequence[RelationTuple], deletes: Sequence[RelationTuple]
+    ) -> int:
+        self.engine.validate_tuples(writes)
+        with self._write_lock:
+            # INVARIANT: durable before visible, so no check sees a write a crash could lose
+            predicted = self.engine.tuple_revision + 1
+            if self.tuple_log is not None:
+                self.tuple_log.append(writes, deletes, predicted)
+            revision = self.engine.write_tuples(writes, deletes)
+            if self.tuple_log is not None and revision != predicted:
+                self.tuple_log.set_revision(revision)
+        self.audit.event(
+            audit.TUPLES_WRITTEN,
+            {
+                "writes": [str(t) for t in writes],
+                "deletes": [str(t) for t in deletes],
+                "tuple_revision": revision,
+            },
+        )
+        return revision
+
+    def read_tuples(self, **filters: str | None) -> tuple[list[RelationTuple], int]:
+        revision = self.engine.tuple_revision
+        return self.engine.read_tuples(**filters), revision
+
+    def status(self) -> Status:
+        bundle = self.engine.bundle
+        return Status(
+            serving=bundle is not None,
+            name=bundle.name if bundle else "",
+            revision=bundle.revision if bundle else "",
+            path=str(bundle.path) if bundle else "",
+            loaded_at=self._loaded_at,
+            tuple_revision=self.engine.tuple_revision,
+            rejected=self._rejected,
+        )
+
+    def metrics_text(self) -> str:
+        st = self.status()
+        return self.metrics.render(
+            cache=self.engine.cache_stats(),
+            bundle_name=st.name,
+            bundle_revision=st.revision,
+            bundle_loaded_at=st.loaded_at,
+            tuple_revision=st.tuple_revision,
+            audit_dropped=self.audit.dropped,
+            audit_subscribers=self.audit.subscriber_count,
+        )
+
+
+def http_routes(sidecar: Sidecar) -> list[BaseRoute]:
+    async def metrics(_: HttpRequest) -> Response:
+        return PlainTextResponse(
+            sidecar.metrics_text(), media_type="text/plain; version=0.0.4; charset=utf-8"
+        )
+
+    async def healthz(_: HttpRequest) -> Response:
+        ok = sidecar.engine.bundle is not None
+        return PlainTextResponse("ok\n" if ok else "no bundle\n", status_code=200 if ok else 503)
+
+    return [Route("/metrics", metrics), Route("/healthz", healthz)]
+
+
+def _bind(hostport: str) -> socket.socket:
+    host, _, port = hostport.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, int(port)))
+    sock.listen(128)
+    return sock
+
+
+class App:
+    """Everything a running sidecar is made of, built from a `Config`."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        subject_from_token: SubjectFromToken | None = None,
+        extra_routes: Sequence[BaseRoute] = (),
+    ) -> None:
+        self.cfg = cfg
+        self.engine = Engine(cache_ttl=cfg.cache_ttl, cache_size=cfg.cache_size)
+        self.audit = audit.AuditHub(cfg.audit)
+        self.metrics = Metrics()
+        self.tuple_log = TupleLog(cfg.data_dir) if cfg.data_dir is not None else None
+        self.health = health.HealthServicer(experimental_non_blocking=True)
+        self._set_serving(False)
+        self.sidecar = Sidecar(
+            self.engine, self.audit, self.metrics, self.tuple_log, self._set_serving
+        )
+        self.file_sink = (
+            audit.FileSink(
+                self.audit, cfg.audit_file, max_bytes=cfg.audit_max_bytes, backups=cfg.audit_backups
+            )
+            if cfg.audit_file is not None
+            else None
+        )
+        self.reloader: Reloader[Bundle] = Reloader(
+            cfg.bundle,
+            load=load_bundle,
+            apply=self.sidecar.apply_bundle,
+            rejected=self.sidecar.reject_bundle,
+        )
+        self.authorizer = AuthorizerServicer(
+            self.engine, self.audit, self.metrics, cfg.limits, subject_from_token
+        )
+        self.admin = AdminServicer(self.sidecar, cfg.limits)
+        # Threaded server, measured faster than grpc.aio here (see benchmarks/grpc_load.py).
+        # Each audit stream holds a worker, so the pool has room for every allowed subscriber.
+        self.server = grpc.server(
+            futures.ThreadPoolExecutor(
+                max_workers=cfg.workers + cfg.audit.max_subscribers,
+                thread_name_prefix="grpc",
+            ),
+            options=[
+                ("grpc.max_receive_message_length", cfg.limits.max_message_bytes),
+                ("grpc.max_send_message_length", cfg.limits.max_message_bytes),
+                ("grpc.so_reuseport", 0),  # a second sidecar on the same port must fail to bind
+            ],
+        )
+        pdp_pb2_grpc.add_AuthorizerServicer_to_server(self.authorizer, self.server)
+        pdp_pb2_grpc.add_AdminServicer_to_server(self.admin, self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
+        )
+        self.grpc_port = self.server.add_insecure_port(cfg.listen)
+        if self.grpc_port == 0 and not cfg.listen.startswith("unix:"):
+            raise OSError(f"cannot listen on {cfg.listen}")
+        self.http_routes: list[BaseRoute] = [*http_routes(self.sidecar), *extra_routes]
+        self.http_port = 0
+        self._http: uvicorn.Server | None = None
+        self._http_thread: threading.Thread | None = None
+        self._http_sock: socket.socket | None = None
+        if cfg.http_listen:
+            self._http_sock = _bind(cfg.http_listen)
+            self.http_port = self._http_sock.getsockname()[1]
+        self._stopped = threading.Event()
+
+    def _set_serving(self, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ("", *SERVICE_NAMES):
+            self.health.set(name, status)
+
+    @property
+    def grpc_target(self) -> str:
+        if self.cfg.listen.startswith("unix:"):
+            return self.cfg.listen
+        host = self.cfg.listen.rpartition(":")[0]
+        return f"{host}:{self.grpc_port}"
+
+    def start(self) -> None:
+        self.sidecar.restore_tuples()
+        if not self.reloader.reload_now():
+            # fail closed: serve, deny everything with NO_BUNDLE, report NOT_SERVING until fixed
+            log.error(
+                "no valid bundle at %s; every check is denied until one loads", self.cfg.bundle
+            )
+        if self.cfg.watch:
+            self.reloader.start()
+        self.server.start()
+        if self._http_sock is not None:
+            app = Starlette(routes=self.http_routes)
+            config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
+            self._http = uvicorn.Server(config)
+            sock = self._http_sock
+            self._http_thread = threading.Thread(
+                target=self._http.run, kwargs={"sockets": [sock]}, name="http", daemon=True
+            )
+            self._http_thread.start()
+
+    def stop(self, grace: float | None = None) -> None:
+        """Graceful: stop accepting, let in-flight calls finish, then flush the audit sinks."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        grace = self.cfg.grace_seconds if grace is None else grace
+        self.health.enter_graceful_shutdown()
+        self.admin.shutdown()  # audit streams would otherwise hold the drain open to the end
+        self.server.stop(grace).wait()
+        self.reloader.stop()
+        if self._http is not None:
+            self._http.should_exit = True
+            if self._http_thread is not None:
+                self._http_thread.join(5.0)
+        if self.file_sink is not None:
+            self.file_sink.close()
+        self.audit.close()
+        if self.tuple_log is not None:
+            self.tuple_log.close()
+
+    def run_until_signal(self, on_ready: Callable[[App], Any] = lambda _: None) -> None:
+        """Start, serve until SIGTERM or SIGINT, then stop gracefully."""
+        stop = threading.Event()
+
+        def handle(signum: int, _frame: object) -> None:
+            log.info("signal %d: draining", signum)
+            stop.set()
+
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)
+        self.start()
+        on_ready(self)
+        while not stop.wait(0.5):  # wake now and then: signal handlers run between waits
+            pass
+        self.stop()

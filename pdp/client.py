@@ -1,0 +1,192 @@
+"""A small client for services: `Client(target).check(...)`. Fails closed: any RPC error or
+timeout is a deny, unless the caller opts out for that call (`fail_open=True`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from google.protobuf import struct_pb2
+
+from pdp._proto.pdp.v1 import pdp_pb2, pdp_pb2_grpc
+from pdp.model import Entity, RelationTuple
+
+CLIENT_ERROR = "client_error"  # the reason when the client, not the sidecar, decided
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    allowed: bool
+    reason: str  # a `pdp.model.Reason` value, or CLIENT_ERROR
+    rule_ids: tuple[str, ...] = ()
+    decision_id: str = ""
+    not_found: bool = False
+    bundle_revision: str = ""
+    tuple_revision: int = 0
+    cached: bool = False
+    error: str = ""  # the RPC failure, when reason is CLIENT_ERROR
+    trace: tuple[pdp_pb2.TraceStep, ...] = ()
+
+
+def struct(attrs: Mapping[str, Any] | None) -> struct_pb2.Struct | None:
+    """Attributes to the wire: sets become sorted lists (the sidecar treats lists as sets)."""
+    if not attrs:
+        return None
+    s = struct_pb2.Struct()
+    s.update({k: sorted(v) if isinstance(v, (set, frozenset)) else v for k, v in attrs.items()})
+    return s
+
+
+def entity(e: Entity) -> pdp_pb2.Entity:
+    return pdp_pb2.Entity(type=e.type, id=e.id, attributes=struct(e.attrs))
+
+
+def check_request(
+    subject: Entity,
+    action: str,
+    resource: Entity,
+    context: Mapping[str, Any] | None = None,
+    *,
+    explain: bool = False,
+    min_tuple_revision: int = 0,
+) -> pdp_pb2.CheckRequest:
+    return pdp_pb2.CheckRequest(
+        subject=entity(subject),
+        action=action,
+        resource=entity(resource),
+        context=struct(context),
+        explain=explain,
+        min_tuple_revision=min_tuple_revision,
+    )
+
+
+def answer(resp: pdp_pb2.CheckResponse) -> Answer:
+    return Answer(
+        allowed=resp.decision == pdp_pb2.EFFECT_ALLOW,
+        reason=pdp_pb2.Reason.Name(resp.reason).removeprefix("REASON_").lower(),
+        rule_ids=tuple(resp.rule_ids),
+        decision_id=resp.decision_id,
+        not_found=resp.not_found,
+        bundle_revision=resp.bundle_revision,
+        tuple_revision=resp.tuple_revision,
+        cached=resp.cached,
+        trace=tuple(resp.trace),
+    )
+
+
+def _failed(exc: grpc.RpcError, fail_open: bool) -> Answer:
+    code = exc.code() if isinstance(exc, grpc.Call) else None
+    detail = exc.details() if isinstance(exc, grpc.Call) else str(exc)
+    return Answer(allowed=fail_open, reason=CLIENT_ERROR, error=f"{code}: {detail}")
+
+
+def _tuple_pb(t: RelationTuple) -> pdp_pb2.RelationTuple:
+    return pdp_pb2.RelationTuple(
+        object_type=t.object_type,
+        object_id=t.object_id,
+        relation=t.relation,
+        subject_type=t.subject_type,
+        subject_id=t.subject_id,
+        subject_relation=t.subject_relation,
+    )
+
+
+class Client:
+    """One channel to the sidecar. `timeout` (seconds) bounds every call."""
+
+    def __init__(
+        self,
+        target: str = "127.0.0.1:50051",
+        *,
+        timeout: float = 0.5,
+        metadata: Sequence[tuple[str, str]] = (),
+        channel: grpc.Channel | None = None,
+    ) -> None:
+        self._channel = channel or grpc.insecure_channel(target)
+        self._authz = pdp_pb2_grpc.AuthorizerStub(self._channel)
+        self._admin = pdp_pb2_grpc.AdminStub(self._channel)
+        self.timeout = timeout
+        self.metadata = tuple(metadata)
+
+    def check(
+        self,
+        subject: Entity,
+        action: str,
+        resource: Entity,
+        context: Mapping[str, Any] | None = None,
+        *,
+        explain: bool = False,
+        min_tuple_revision: int = 0,
+        fail_open: bool = False,
+        timeout: float | None = None,
+    ) -> Answer:
+        """Ask the sidecar. On any RPC failure: deny, or allow only if `fail_open` is passed."""
+        req = check_request(
+            subject,
+            action,
+            resource,
+            context,
+            explain=explain,
+            min_tuple_revision=min_tuple_revision,
+        )
+        try:
+            resp = self._authz.Check(req, timeout=timeout or self.timeout, metadata=self.metadata)
+        except grpc.RpcError as exc:
+            return _failed(exc, fail_open)
+        return answer(resp)
+
+    def batch_check(
+        self,
+        requests: Iterable[pdp_pb2.CheckRequest],
+        *,
+        fail_open: bool = False,
+        timeout: float | None = None,
+    ) -> list[Answer]:
+        """Answers in the order asked; an item the sidecar refused is a client-side deny."""
+        items = [
+            pdp_pb2.BatchCheckItem(correlation_id=str(i), request=r) for i, r in enumerate(requests)
+        ]
+        try:
+            resp = self._authz.BatchCheck(
+                pdp_pb2.BatchCheckRequest(items=items),
+                timeout=timeout or self.timeout,
+                metadata=self.metadata,
+            )
+        except grpc.RpcError as exc:
+            return [_failed(exc, fail_open)] * len(items)
+        out = []
+        for r in resp.results:
+            if r.HasField("response"):
+                out.append(answer(r.response))
+            else:
+                out.append(Answer(allowed=False, reason=CLIENT_ERROR, error=r.error.message))
+        return out
+
+    # Admin calls raise grpc.RpcError: a failed write must never pass silently.
+    def write_tuples(
+        self,
+        writes: Iterable[RelationTuple] = (),
+        deletes: Iterable[RelationTuple] = (),
+        *,
+        timeout: float | None = None,
+    ) -> int:
+        resp = self._admin.WriteTuples(
+            pdp_pb2.WriteTuplesRequest(
+                writes=[_tuple_pb(t) for t in writes], deletes=[_tuple_pb(t) for t in deletes]
+            ),
+            timeout=timeout or self.timeout * 10,
+            metadata=self.metadata,
+        )
+        return int(resp.tuple_revision)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

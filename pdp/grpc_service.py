@@ -1,0 +1,484 @@
+"""The gRPC servicers: convert protobuf messages to `pdp.model` values and back, nothing more.
+
+Exceptions: `RequestInvalid(ValueError)` names the offending field. `to_status` is the one place
+an internal exception becomes a gRPC status.
+"""
+
+from __future__ import annotations
+
+import base64
+import bisect
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import grpc
+from google.protobuf import struct_pb2, timestamp_pb2
+
+from pdp import audit
+from pdp._proto.pdp.v1 import pdp_pb2, pdp_pb2_grpc
+from pdp.engine import Engine, InvalidTuple
+from pdp.metrics import Metrics
+from pdp.model import EMPTY, Decision, Effect, Entity, Reason, RelationTuple, Request, Value
+
+if TYPE_CHECKING:
+    from pdp.app import Sidecar
+
+log = logging.getLogger(__name__)
+
+
+class RequestInvalid(ValueError):
+    """A request field is missing, malformed or over a limit."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_batch: int = 1000
+    max_attributes: int = 64  # per attribute map
+    max_list_items: int = 256
+    max_string: int = 1024  # characters in a type, id, action or attribute string
+    max_tuples_per_write: int = 1000
+    max_page_size: int = 1000
+    max_message_bytes: int = 4 << 20  # enforced by gRPC itself: RESOURCE_EXHAUSTED
+
+
+def to_status(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    """The one translation from internal exceptions to the wire."""
+    if isinstance(exc, (RequestInvalid, InvalidTuple)):
+        return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
+    if isinstance(exc, audit.TooManySubscribers):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)
+    if isinstance(exc, PermissionError):  # what a subject-token verifier raises
+        return grpc.StatusCode.UNAUTHENTICATED, str(exc) or "invalid subject token"
+    log.exception("internal error", exc_info=exc)
+    # never echo internals (paths, values, secrets) to a caller
+    return grpc.StatusCode.INTERNAL, "internal error"
+
+
+def _abort(context: grpc.ServicerContext, exc: BaseException) -> NoReturn:
+    code, message = to_status(exc)
+    context.abort(code, message)
+    raise AssertionError("unreachable")  # context.abort always raises
+
+
+# ---- protobuf -> model ---------------------------------------------------------------------
+
+_MAX_EXACT_INT = 2**53  # beyond this a JSON/Struct number is no longer an exact integer
+
+
+def _attrs(struct: struct_pb2.Struct, path: str, limits: Limits) -> Mapping[str, Value]:
+    fields = struct.fields
+    if not fields:
+        return EMPTY
+    if len(fields) > limits.max_attributes:
+        raise RequestInvalid(
+            path, f"{len(fields)} attributes exceed the limit of {limits.max_attributes}"
+        )
+    out: dict[str, Value] = {}
+    for name, v in fields.items():
+        out[name] = _value(v, f"{path}.{name}", limits)
+    return MappingProxyType(out)
+
+
+def _value(v: struct_pb2.Value, path: str, limits: Limits) -> Value:
+    kind = v.WhichOneof("kind")
+    if kind == "string_value":
+        if len(v.string_value) > limits.max_string:
+            raise RequestInvalid(path, f"longer than {limits.max_string} characters")
+        return v.string_value
+    if kind == "bool_value":
+        return v.bool_value
+    if kind == "number_value":
+        return _int(v.number_value, path)
+    if kind == "list_value":
+        return _list(v.list_value, path, limits)
+    if kind == "struct_value":
+        raise RequestInvalid(path, "nested maps are not allowed; attributes are flat")
+    raise RequestInvalid(path, "null is not an attribute value")
+
+
+def _int(n: float, path: str) -> int:
+    if not n.is_integer():
+        raise RequestInvalid(path, f"{n} is a float; only whole numbers are allowed")
+    if abs(n) > _MAX_EXACT_INT:
+        raise RequestInvalid(path, "integer out of range (|n| <= 2**53)")
+    return int(n)
+
+
+def _list(lv: struct_pb2.ListValue, path: str, limits: Limits) -> Value:
+    items = lv.values
+    if len(items) > limits.max_list_items:
+        raise RequestInvalid(
+            path, f"{len(items)} items exceed the limit of {limits.max_list_items}"
+        )
+    kinds = {item.WhichOneof("kind") for item in items}
+    if not kinds:
+        return frozenset()
+    if kinds == {"string_value"}:
+        for i, item in enumerate(items):
+            if len(item.string_value) > limits.max_string:
+                raise RequestInvalid(f"{path}[{i}]", f"longer than {limits.max_string} characters")
+        return frozenset(item.string_value for item in items)
+    if kinds == {"number_value"}:
+        return frozenset(_int(item.number_value, f"{path}[{i}]") for i, item in enumerate(items))
+    if len(kinds) > 1:
+        raise RequestInvalid(path, "mixed list; a list holds only strings or only integers")
+    raise RequestInvalid(path, "a list holds only strings or only integers")
+
+
+def _name(value: str, path: str, limits: Limits) -> str:
+    if not value:
+        raise RequestInvalid(path, "is required")
+    if len(value) > limits.max_string:
+        raise RequestInvalid(path, f"longer than {limits.max_string} characters")
+    return value
+
+
+def _entity(msg: pdp_pb2.Entity, path: str, limits: Limits) -> Entity:
+    return Entity(
+        _name(msg.type, f"{path}.type", limits),
+        _name(msg.id, f"{path}.id", limits),
+        _attrs(msg.attributes, f"{path}.attributes", limits),
+    )
+
+
+def _tuple(msg: pdp_pb2.RelationTuple, path: str, limits: Limits) -> RelationTuple:
+    return RelationTuple(
+        _name(msg.object_type, f"{path}.object_type", limits),
+        _name(msg.object_id, f"{path}.object_id", limits),
+        _name(msg.relation, f"{path}.relation", limits),
+        _name(msg.subject_type, f"{path}.subject_type", limits),
+        _name(msg.subject_id, f"{path}.subject_id", limits),
+        msg.subject_relation,
+    )
+
+
+def _tuple_pb(t: RelationTuple) -> pdp_pb2.RelationTuple:
+    return pdp_pb2.RelationTuple(
+        object_type=t.object_type,
+        object_id=t.object_id,
+        relation=t.relation,
+        subject_type=t.subject_type,
+        subject_id=t.subject_id,
+        subject_relation=t.subject_relation,
+    )
+
+
+# ---- model -> protobuf ---------------------------------------------------------------------
+
+_EFFECT = {Effect.ALLOW: pdp_pb2.EFFECT_ALLOW, Effect.DENY: pdp_pb2.EFFECT_DENY}
+_EFFECT_BACK = {v: k for k, v in _EFFECT.items()}
+_REASON = {r: pdp_pb2.Reason.Value(f"REASON_{r.name}") for r in Reason}
+
+
+def _response(dec: Decision, decision_id: str) -> pdp_pb2.CheckResponse:
+    resp = pdp_pb2.CheckResponse(
+        decision=_EFFECT[dec.effect],
+        rule_ids=dec.rule_ids,
+        reason=_REASON[dec.reason],
+        not_found=dec.not_found,
+        decision_id=decision_id,
+        bundle_revision=dec.bundle_revision,
+        tuple_revision=dec.tuple_revision,
+        cached=dec.cached,
+        errors=dec.errors,
+    )
+    if dec.trace is not None:
+        resp.trace.extend(
+            pdp_pb2.TraceStep(kind=s.kind, id=s.id, outcome=s.outcome, detail=s.detail)
+            for s in dec.trace
+        )
+    return resp
+
+
+def _timestamp(unix: float) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromNanoseconds(int(unix * 1e9))
+    return ts
+
+
+def audit_event_pb(ev: audit.AuditEvent, mask: frozenset[str]) -> pdp_pb2.AuditEvent:
+    out = pdp_pb2.AuditEvent(
+        sequence=ev.sequence,
+        kind=ev.kind,
+        time=_timestamp(ev.time),
+        decision_id=ev.decision_id,
+        missed=ev.missed,
+        json=audit.to_json(ev, mask).decode(),
+    )
+    if ev.request is not None and ev.decision is not None:
+        dec = ev.decision
+        out.decision = _EFFECT[dec.effect]
+        out.reason = _REASON[dec.reason]
+        out.subject = ev.subject
+        out.action = ev.request.action
+        out.resource = ev.resource
+        out.rule_ids.extend(dec.rule_ids)
+        out.bundle_revision = dec.bundle_revision
+        out.tuple_revision = dec.tuple_revision
+    return out
+
+
+# ---- servicers -----------------------------------------------------------------------------
+
+SubjectFromToken = Callable[[str], Entity]
+
+
+class AuthorizerServicer(pdp_pb2_grpc.AuthorizerServicer):
+    """Check and BatchCheck: the hot path. Per call: convert, decide, audit, count, convert."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        hub: audit.AuditHub,
+        metrics: Metrics,
+        limits: Limits = Limits(),
+        subject_from_token: SubjectFromToken | None = None,
+    ) -> None:
+        self._engine = engine
+        self._hub = hub
+        self._metrics = metrics
+        self._limits = limits
+        self._subject_from_token = subject_from_token
+
+    def _request(self, msg: pdp_pb2.CheckRequest, path: str) -> Request:
+        limits = self._limits
+        which = msg.WhichOneof("principal")
+        if which == "subject":
+            subject = _entity(msg.subject, f"{path}subject", limits)
+        elif which == "subject_token":
+            if self._subject_from_token is None:
+                raise PermissionError(f"{path}subject_token: no token verifier is configured")
+            subject = self._subject_from_token(msg.subject_token)
+        else:
+            raise RequestInvalid(f"{path}subject", "is required (or subject_token)")
+        return Request(
+            subject,
+            _name(msg.action, f"{path}action", limits),
+            _entity(msg.resource, f"{path}resource", limits),
+            _attrs(msg.context, f"{path}context", limits),
+        )
+
+    def _decide(
+        self, msg: pdp_pb2.CheckRequest, req: Request, metadata: Callable[[], Any]
+    ) -> pdp_pb2.CheckResponse:
+        t0 = time.perf_counter()
+        dec = self._engine.check(
+            req, explain=msg.explain, min_tuple_revision=msg.min_tuple_revision
+        )
+        decision_id = self._hub.decision(req, dec, metadata)
+        self._metrics.observe(dec, time.perf_counter() - t0)
+        return _response(dec, decision_id)
+
+    def Check(
+        self, request: pdp_pb2.CheckRequest, context: grpc.ServicerContext
+    ) -> pdp_pb2.CheckResponse:
+        try:
+            req = self._request(request, "")
+        except Exception as exc:
+            _abort(context, exc)
+        return self._decide(request, req, context.invocation_metadata)
+
+    def BatchCheck(
+        self, request: pdp_pb2.BatchCheckRequest, context: grpc.ServicerContext
+    ) -> pdp_pb2.BatchCheckResponse:
+        items = request.items
+        try:
+            if len(items) > self._limits.max_batch:
+                raise RequestInvalid(
+                    "items",
+                    f"{len(items)} items exceed the batch limit of {self._limits.max_batch}",
+                )
+            seen: set[str] = set()
+            for i, item in enumerate(items):
+                cid = item.correlation_id
+                if cid:
+                    # results are in order, but a caller keying them by id must not be misled
+                    if cid in seen:
+                        raise RequestInvalid(f"items[{i}].correlation_id", f"duplicate `{cid}`")
+                    seen.add(cid)
+        except Exception as exc:
+            _abort(context, exc)
+        results = []
+        metadata = context.invocation_metadata
+        for i, item in enumerate(items):
+            try:
+                req = self._request(item.request, f"items[{i}].request.")
+            except Exception as exc:
+                code, message = to_status(exc)
+                results.append(
+                    pdp_pb2.BatchCheckResult(
+                        correlation_id=item.correlation_id,
+                        error=pdp_pb2.ItemError(code=code.value[0], message=message),
+                    )
+                )
+                continue
+            results.append(
+                pdp_pb2.BatchCheckResult(
+                    correlation_id=item.correlation_id,
+                    response=self._decide(item.request, req, metadata),
+                )
+            )
+        return pdp_pb2.BatchCheckResponse(results=results)
+
+    def Echo(
+        self, request: pdp_pb2.EchoRequest, context: grpc.ServicerContext
+    ) -> pdp_pb2.EchoResponse:
+        return pdp_pb2.EchoResponse(payload=request.payload)
+
+
+class AdminServicer(pdp_pb2_grpc.AdminServicer):
+    """Tuple administration, bundle status and the audit stream."""
+
+    def __init__(self, sidecar: Sidecar, limits: Limits = Limits()) -> None:
+        self._sidecar = sidecar
+        self._limits = limits
+        self._stopping = threading.Event()
+        self._streams: set[audit.Subscription] = set()
+        self._streams_lock = threading.Lock()
+
+    def _tuples(self, msgs: Any, path: str) -> list[RelationTuple]:
+        if len(msgs) > self._limits.max_tuples_per_write:
+            raise RequestInvalid(
+                path, f"{len(msgs)} tuples exceed the limit of {self._limits.max_tuples_per_write}"
+            )
+        return [_tuple(m, f"{path}[{i}]", self._limits) for i, m in enumerate(msgs)]
+
+    def WriteTuples(
+        self, request: pdp_pb2.WriteTuplesRequest, context: grpc.ServicerContext
+    ) -> pdp_pb2.WriteTuplesResponse:
+        try:
+            writes = self._tuples(request.writes, "writes")
+            deletes = self._tuples(request.deletes, "deletes")
+            both = set(writes) & set(deletes)
+            if both:
+                raise RequestInvalid(
+                    "deletes", f"`{min(both)}` is both written and deleted in one call"
+                )
+            revision = self._sidecar.write_tuples(writes, deletes)
+        except Exception as exc:
+            _abort(context, exc)
+        return pdp_pb2.WriteTuplesResponse(tuple_revision=revision)
+
+    def DeleteTuples(
+        self, request: pdp_pb2.DeleteTuplesRequest, context: grpc.ServicerContext
+    ) -> pdp_pb2.WriteTuplesResponse:
+        try:
+            revision = self._sidecar.write_tuples([], self._tuples(request.tuples, "tuples"))
+        except Exception as exc:
+            _abort(context, exc)
+        return pdp_pb2.WriteTuplesResponse(tuple_revision=revision)
+
+    def ReadTuples(
+        self, request: pdp_pb2.ReadTuplesRequest, context: grpc.ServicerContext
+    ) -> pdp_pb2.ReadTuplesResponse:
+        try:
+            size = request.page_size or 100
+            if not 0 < size <= self._limits.max_page_size:
+                raise RequestInvalid(
+                    "page_size", f"must be between 1 and {self._limits.max_page_size}"
+                )
+            after = _page_after(request.page_token)
+            tuples, revision = self._sidecar.read_tuples(
+                object_type=request.object_type or None,
+                object_id=request.object_id or None,
+                relation=request.relation or None,
+                subject_type=request.subject_type or None,
+                subject_id=request.subject_id or None,
+                subject_relation=request.subject_relation or None,
+            )
+        except Exception as exc:
+            _abort(context, exc)
+        # the list is sorted, so a page token is simply the last tuple handed out
+        start = bisect.bisect_right(tuples, after) if after is not None else 0
+        page = tuples[start : start + size]
+        token = ""
+        if start + size < len(tuples):
+            token = base64.urlsafe_b64encode(str(page[-1]).encode()).decode()
+        return pdp_pb2.ReadTuplesResponse(
+            tuples=[_tuple_pb(t) for t in page], next_page_token=token, tuple_revision=revision
+        )
+
+    def BundleStatus(
+        self, request: pdp_pb2.BundleStatusRequest, context: grpc.ServicerContext
+    ) -> pdp_pb2.BundleStatusResponse:
+        st = self._sidecar.status()
+        out = pdp_pb2.BundleStatusResponse(
+            serving=st.serving,
+            name=st.name,
+            revision=st.revision,
+            path=st.path,
+            tuple_revision=st.tuple_revision,
+        )
+        if st.loaded_at:
+            out.loaded_at.CopyFrom(_timestamp(st.loaded_at))
+        if st.rejected is not None:
+            out.last_rejected.CopyFrom(
+                pdp_pb2.RejectedBundle(
+                    path=st.rejected.path,
+                    rejected_at=_timestamp(st.rejected.at),
+                    errors=st.rejected.errors,
+                )
+            )
+        return out
+
+    def SubscribeAudit(
+        self, request: pdp_pb2.SubscribeAuditRequest, context: grpc.ServicerContext
+    ) -> Iterator[pdp_pb2.AuditEvent]:
+        hub = self._sidecar.audit
+        try:
+            unknown = set(request.kinds) - audit.KINDS
+            if unknown:
+                raise RequestInvalid("kinds", f"unknown kind `{min(unknown)}`")
+            flt = audit.Filter(
+                kinds=frozenset(request.kinds),
+                effect=_EFFECT_BACK.get(request.decision),
+                subject=request.subject,
+                resource_type=request.resource_type,
+                rule_id=request.rule_id,
+            )
+            sub = hub.subscribe(flt)
+        except Exception as exc:
+            _abort(context, exc)
+        with self._streams_lock:
+            self._streams.add(sub)
+        # a cancelled or disconnected caller closes its queue, which ends the loop below
+        context.add_callback(sub.close)
+        mask = hub.settings.mask
+        try:
+            while not self._stopping.is_set():
+                ev = sub.get(timeout=0.5)
+                if ev is None:
+                    if sub.closed:
+                        return
+                    continue
+                yield audit_event_pb(ev, mask)
+        finally:
+            with self._streams_lock:
+                self._streams.discard(sub)
+            hub.unsubscribe(sub)
+
+    def shutdown(self) -> None:
+        """End every audit stream, so a graceful stop need not wait for their callers."""
+        self._stopping.set()
+        with self._streams_lock:
+            streams = list(self._streams)
+        for sub in streams:
+            sub.close()
+
+
+def _page_after(token: str) -> RelationTuple | None:
+    if not token:
+        return None
+    try:
+        return RelationTuple.parse(base64.urlsafe_b64decode(token.encode()).decode())
+    except ValueError as exc:
+        raise RequestInvalid("page_token", "is not a token this server handed out") from exc
