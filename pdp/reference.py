@@ -13,6 +13,7 @@ from pdp.conditions import read_paths
 from pdp.model import Effect, Entity, Reason, RelationTuple, Request, TraceStep, Value
 from policy_lang import ast
 from policy_lang.checker import CheckedPolicy
+from policy_lang.formatter import expr
 
 # (object type, object id, relation) -> the subjects stored there, as (type, id, relation)
 Lookup = Callable[[str, str, str], Iterable[tuple[str, str, str]]]
@@ -420,4 +421,5 @@ def _targets(
 
 
 def _where(rule: ast.RuleDecl) -> str:
-    return f"{rule.loc}" if rule.loc.line else ""
+    at = f"{rule.loc}: " if rule.loc.line else ""
+    return at + ("when " + expr(rule.condition) if rule.condition is not None else "unconditional")

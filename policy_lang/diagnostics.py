@@ -15,6 +15,7 @@ class Loc:
     line: int
     col: int
     end_col: int = field(default=0, compare=False)
+    end_line: int = field(default=0, compare=False)
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}:{self.col}"

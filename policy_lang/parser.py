@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from functools import cache
-from importlib.resources import files
+from pathlib import Path
 from typing import Any
 
 from lark import Lark, Token, Transformer, v_args
@@ -64,7 +64,7 @@ _TOP_LEVEL = re.compile(r"^[ \t]*(type|context|role|bind|permit|forbid)\b", re.M
 
 @cache
 def _lark() -> Lark:
-    grammar = files("policy_lang").joinpath("grammar.lark").read_text(encoding="utf-8")
+    grammar = (Path(__file__).parent / "grammar.lark").read_text(encoding="utf-8")
     return Lark(grammar, parser="lalr", propagate_positions=True, maybe_placeholders=False)
 
 
@@ -178,7 +178,7 @@ class _Builder(Transformer[Token, Any]):
         if getattr(meta, "empty", True):
             return Loc(self._path, 0, 0)
         end = meta.end_column if meta.end_line == meta.line else 0
-        return Loc(self._path, meta.line, meta.column, end)
+        return Loc(self._path, meta.line, meta.column, end, meta.end_line)
 
     # ---- schema
     def type_decl(self, meta: Meta, c: list[Any]) -> ast.TypeDecl:

@@ -1,0 +1,171 @@
+"""The policy authors' commands: `pdp validate`, `pdp check`, `pdp test`, `pdp fmt`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from policy_lang.diagnostics import PolicyError
+from policy_lang.formatter import format_source
+
+from pdp.bundle import POLICY_SUFFIX, BundleError, load_bundle
+from pdp.engine import Engine
+from pdp.model import Decision, Entity, Request
+from pdp.policy_tests import TestFileError, run_tests, to_attrs
+
+
+def add_commands(sub: Any) -> None:
+    p = sub.add_parser("validate", help="check a bundle; exit 1 listing every error")
+    p.add_argument("bundle", type=Path)
+    p.set_defaults(handler=cmd_validate)
+
+    p = sub.add_parser("check", help="ask one question of a bundle, as the sidecar would")
+    p.add_argument("bundle", type=Path)
+    p.add_argument("--subject", required=True, help="type:id, e.g. user:alice")
+    p.add_argument("--subject-attrs", default="{}", help="JSON object of subject attributes")
+    p.add_argument("--action", required=True)
+    p.add_argument("--resource", required=True, help="type:id, e.g. document:spec-1")
+    p.add_argument("--resource-attrs", default="{}", help="JSON object of resource attributes")
+    p.add_argument("--context", default="{}", help="JSON object of context attributes")
+    p.add_argument("--explain", action="store_true", help="print the trace: rules, conditions, relation paths")
+    p.set_defaults(handler=cmd_check)
+
+    p = sub.add_parser("test", help="run a bundle's *.test.toml policy tests")
+    p.add_argument("bundle", type=Path)
+    p.add_argument("--filter", default="", help="run only tests whose name contains this")
+    p.add_argument("--json", action="store_true", help="machine-readable report for CI")
+    p.add_argument("-v", "--verbose", action="store_true", help="list passing tests too")
+    p.set_defaults(handler=cmd_test)
+
+    p = sub.add_parser("fmt", help="print policy files in canonical form (or rewrite them with --write)")
+    p.add_argument("paths", nargs="+", type=Path, help="policy files or bundle directories")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--write", action="store_true", help="rewrite files in place")
+    group.add_argument("--check", action="store_true", help="exit 1 if any file is not formatted")
+    p.set_defaults(handler=cmd_fmt)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    try:
+        bundle = load_bundle(args.bundle)
+    except BundleError as exc:
+        for d in exc.diagnostics:
+            print(d.format(), file=sys.stderr)
+        return 1
+    for d in bundle.warnings:
+        print(d.format(), file=sys.stderr)
+    print(f"ok: bundle `{bundle.name}` revision {bundle.revision}: {len(bundle.policy.rules)} rules, "
+          f"{len(bundle.policy.roles)} roles, {len(bundle.tuples)} tuples")
+    return 0
+
+
+def _entity(ref: str, attrs_json: str, flag: str) -> Entity:
+    type_name, sep, id_ = ref.partition(":")
+    if not sep or not type_name or not id_:
+        raise ValueError(f"--{flag}: `{ref}` is not `type:id`")
+    return Entity(type_name, id_, _json_attrs(attrs_json, f"--{flag}-attrs"))
+
+
+def _json_attrs(text: str, flag: str) -> dict[str, Any]:
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{flag}: not JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{flag}: must be a JSON object")
+    try:
+        return to_attrs(raw, flag)
+    except TestFileError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def decision_json(d: Decision) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "decision": d.effect.value.upper(),
+        "reason": d.reason.value,
+        "rules": list(d.rule_ids),
+        "not_found": d.not_found,
+        "bundle_revision": d.bundle_revision,
+        "tuple_revision": d.tuple_revision,
+    }
+    if d.errors:
+        out["errors"] = list(d.errors)
+    if d.trace is not None:
+        out["trace"] = [
+            {"kind": t.kind, "id": t.id, "outcome": t.outcome, **({"detail": t.detail} if t.detail else {})}
+            for t in d.trace
+        ]
+    return out
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    try:
+        bundle = load_bundle(args.bundle)
+        request = Request(
+            _entity(args.subject, args.subject_attrs, "subject"),
+            args.action,
+            _entity(args.resource, args.resource_attrs, "resource"),
+            _json_attrs(args.context, "--context"),
+        )
+    except BundleError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    engine = Engine(cache_ttl=0)
+    engine.load(bundle)
+    decision = engine.check(request, explain=args.explain)
+    print(json.dumps(decision_json(decision), indent=2))
+    return 0 if decision.allowed else 3
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    try:
+        bundle = load_bundle(args.bundle)
+    except BundleError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    report = run_tests(bundle, args.filter)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+        return 1 if report.failed else 0
+    for r in report.results:
+        if not r.passed:
+            print(f"FAIL {r.name}  ({r.file})\n     {r.message}")
+        elif args.verbose:
+            print(f"ok   {r.name}")
+    passed = len(report.results) - len(report.failed)
+    print(f"\n{passed} passed, {len(report.failed)} failed")
+    if report.unexercised:
+        print("rules no test exercised: " + ", ".join(report.unexercised))
+    return 1 if report.failed or not report.results else 0
+
+
+def cmd_fmt(args: argparse.Namespace) -> int:
+    files: list[Path] = []
+    for p in args.paths:
+        files.extend(sorted(p.rglob(f"*{POLICY_SUFFIX}")) if p.is_dir() else [p])
+    status = 0
+    for file in files:
+        text = file.read_text(encoding="utf-8")
+        try:
+            formatted = format_source(text, str(file))
+        except PolicyError as exc:
+            print(exc, file=sys.stderr)
+            status = 1
+            continue
+        if args.check:
+            if formatted != text:
+                print(f"would reformat {file}", file=sys.stderr)
+                status = 1
+        elif args.write:
+            if formatted != text:
+                file.write_text(formatted, encoding="utf-8")
+                print(f"formatted {file}")
+        else:
+            sys.stdout.write(formatted)
+    return status
