@@ -155,3 +155,16 @@ def run(args: argparse.Namespace) -> int:
     sidecar.run_until_signal(ready)
     print("pdp: stopped", flush=True)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m pdp.serve_cli ...`: the serve command alone, without the authoring commands."""
+    parser = argparse.ArgumentParser(prog="pdp")
+    add_command(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["serve", *(sys.argv[1:] if argv is None else argv)])
+    code: int = args.handler(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""Fixtures: a real sidecar on an ephemeral loopback port, built from a copy of the test bundle."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from pdp._proto.pdp.v1 import pdp_pb2_grpc
+from pdp.app import App, Config
+
+BASIC = Path(__file__).parent / "bundles" / "basic"
+
+
+@pytest.fixture
+def bundle_dir(tmp_path: Path) -> Path:
+    dest = tmp_path / "bundle"
+    shutil.copytree(BASIC, dest)
+    return dest
+
+
+@pytest.fixture
+def make_app(tmp_path: Path, bundle_dir: Path) -> Iterator[Callable[..., App]]:
+    apps: list[App] = []
+
+    def make(**overrides: object) -> App:
+        fields: dict[str, object] = {
+            "bundle": bundle_dir,
+            "listen": "127.0.0.1:0",
+            "data_dir": tmp_path / "data",
+            "watch": False,
+            "workers": 8,
+        }
+        fields.update(overrides)
+        app = App(Config(**fields))  # type: ignore[arg-type]
+        app.start()
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        app.stop(0.5)
+
+
+@pytest.fixture
+def app(make_app: Callable[..., App]) -> App:
+    return make_app()
+
+
+@pytest.fixture
+def channel(app: App) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(app.grpc_target) as ch:
+        yield ch
+
+
+@pytest.fixture
+def authz(channel: grpc.Channel) -> pdp_pb2_grpc.AuthorizerStub:
+    return pdp_pb2_grpc.AuthorizerStub(channel)
+
+
+@pytest.fixture
+def admin(channel: grpc.Channel) -> pdp_pb2_grpc.AdminStub:
+    return pdp_pb2_grpc.AdminStub(channel)

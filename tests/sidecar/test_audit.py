@@ -1,0 +1,171 @@
+"""Audit: the hub's queues and gaps, masking, sampling, the file sink, and the stream end to end."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+import orjson
+
+from pdp import audit
+from pdp._proto.pdp.v1 import pdp_pb2, pdp_pb2_grpc
+from pdp.app import App
+from pdp.model import Decision, Effect, Entity, Reason, Request
+
+from .support import MALLORY, req
+
+REQ = Request(
+    Entity("user", "a", {"ssn": "123", "tenant": "t"}),
+    "read",
+    Entity("document", "d", {"email": "x@y"}),
+    {"ip": "1.2.3.4"},
+)
+ALLOW = Decision(Effect.ALLOW, Reason.PERMITTED, ("r1",), "rev", 1)
+DENY = Decision(Effect.DENY, Reason.NOT_PERMITTED, (), "rev", 1)
+
+
+def test_full_queue_counts_drops_and_marks_the_gap_in_place() -> None:
+    hub = audit.AuditHub()
+    sub = hub.subscribe(capacity=2)
+    ids = [hub.decision(REQ, DENY) for _ in range(5)]
+    assert hub.dropped == 3
+    first, second = sub.get(0), sub.get(0)
+    assert [first.decision_id, second.decision_id] == ids[:2]
+    later = hub.decision(REQ, DENY)
+    gap = sub.get(0)
+    assert gap.kind == audit.GAP
+    assert gap.missed == 3
+    assert sub.get(0).decision_id == later
+    assert sub.get(0) is None
+
+
+def test_filters() -> None:
+    hub = audit.AuditHub()
+    denies = hub.subscribe(audit.Filter(effect=Effect.DENY))
+    by_rule = hub.subscribe(audit.Filter(rule_id="r1", kinds=frozenset({audit.DECISION})))
+    hub.decision(REQ, ALLOW)
+    hub.decision(REQ, DENY)
+    hub.event(audit.TUPLES_WRITTEN, {"writes": []})
+    assert denies.get(0).decision.effect is Effect.DENY
+    assert denies.get(0) is None
+    assert by_rule.get(0).decision.rule_ids == ("r1",)
+    assert by_rule.get(0) is None
+
+
+def test_masking_and_no_credentials() -> None:
+    hub = audit.AuditHub(
+        audit.AuditSettings(
+            mask=frozenset({"ssn", "resource.email"}),
+            metadata=frozenset({"x-request-id", "authorization"}),
+        )
+    )
+    sub = hub.subscribe()
+    hub.decision(REQ, DENY, lambda: [("authorization", "Bearer s3cret"), ("x-request-id", "r7")])
+    line = audit.to_json(sub.get(0), hub.settings.mask)
+    data = orjson.loads(line)
+    assert data["subject"]["attrs"] == {"ssn": audit.MASK, "tenant": "t"}
+    assert data["resource"]["attrs"] == {"email": audit.MASK}
+    assert data["metadata"] == {"x-request-id": "r7"}
+    assert b"s3cret" not in line
+    assert b"123" not in line
+
+
+def test_allows_sampled_denies_always() -> None:
+    hub = audit.AuditHub(audit.AuditSettings(allow_sample_rate=0.0))
+    sub = hub.subscribe()
+    allow_id = hub.decision(REQ, ALLOW)
+    hub.decision(REQ, DENY)
+    assert allow_id  # the caller still gets an id to quote
+    assert sub.get(0).decision.effect is Effect.DENY
+    assert sub.get(0) is None
+
+
+def test_file_sink_rotates_by_size(tmp_path: Path) -> None:
+    hub = audit.AuditHub()
+    path = tmp_path / "audit.jsonl"
+    sink = audit.FileSink(hub, path, max_bytes=2000, backups=2)
+    ids = [hub.decision(REQ, DENY) for _ in range(30)]
+    sink.close()
+    files = [path.with_name("audit.jsonl.2"), path.with_name("audit.jsonl.1"), path]
+    lines = [ln for f in files if f.exists() for ln in f.read_bytes().splitlines()]
+    assert all(f.stat().st_size <= 2000 for f in files)
+    kept = [orjson.loads(ln)["decision_id"] for ln in lines]
+    assert kept == ids[-len(kept) :]  # the oldest rotate away, order is kept
+    assert not path.with_name("audit.jsonl.3").exists()
+
+
+def _stream(
+    app: App,
+    request: pdp_pb2.SubscribeAuditRequest,
+    out: list,
+    ready: threading.Event,
+    stop_after: int,
+) -> grpc.Channel:
+    ch = grpc.insecure_channel(app.grpc_target)
+
+    def run() -> None:
+        stream = pdp_pb2_grpc.AdminStub(ch).SubscribeAudit(request)
+        ready.set()
+        for ev in stream:
+            out.append(ev)
+            if len(out) >= stop_after:
+                stream.cancel()
+                return
+
+    threading.Thread(target=run, daemon=True).start()
+    return ch
+
+
+def _wait_subscribers(app: App, n: int) -> None:
+    deadline = time.monotonic() + 5
+    while app.audit.subscriber_count < n:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
+def test_subscriber_receives_every_event(app: App, authz, admin) -> None:
+    base = app.audit.subscriber_count
+    got: list[pdp_pb2.AuditEvent] = []
+    ready = threading.Event()
+    ch = _stream(app, pdp_pb2.SubscribeAuditRequest(), got, ready, stop_after=201)
+    _wait_subscribers(app, base + 1)
+    ids = [
+        authz.Check(req(MALLORY if i % 2 else None) if i % 2 else req()).decision_id
+        for i in range(200)
+    ]
+    from .support import tuple_pb
+
+    admin.WriteTuples(pdp_pb2.WriteTuplesRequest(writes=[tuple_pb("document:q#owner@user:z")]))
+    deadline = time.monotonic() + 10
+    while len(got) < 201 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    ch.close()
+    assert [e.decision_id for e in got[:200]] == ids
+    assert got[200].kind == "tuples_written"
+    assert orjson.loads(got[200].json)["writes"] == ["document:q#owner@user:z"]
+    deny = got[1]
+    assert deny.decision == pdp_pb2.EFFECT_DENY
+    assert deny.subject == "user:mallory"
+    assert deny.resource == "document:d1"
+
+
+def test_stuck_subscriber_does_not_slow_checks(make_app: Callable[..., App]) -> None:
+    app = make_app(audit=audit.AuditSettings(subscriber_capacity=10))
+    stuck = app.audit.subscribe()  # never read
+    with grpc.insecure_channel(app.grpc_target) as ch:
+        stub = pdp_pb2_grpc.AuthorizerStub(ch)
+        deny = req(MALLORY)
+        for _ in range(50):  # warm up
+            stub.Check(deny)
+        t0 = time.perf_counter()
+        for _ in range(300):
+            stub.Check(deny)
+        per_call = (time.perf_counter() - t0) / 300
+    assert app.audit.dropped >= 290
+    assert per_call < 0.01  # a blocked put would hang here, not cost microseconds
+    events = [stuck.get(0) for _ in range(11)]
+    assert events[-1].kind == audit.GAP
+    assert events[-1].missed == app.audit.dropped
