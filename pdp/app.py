@@ -301,8 +301,10 @@ class App:
         return f"{host}:{self.grpc_port}"
 
     def start(self) -> None:
+        loaded = self.reloader.reload_now()
+        # after the bundle: the overlay's deletes of bundle tuples must find them in the base
         self.sidecar.restore_tuples()
-        if not self.reloader.reload_now():
+        if not loaded:
             # fail closed: serve, deny everything with NO_BUNDLE, report NOT_SERVING until fixed
             log.error(
                 "no valid bundle at %s; every check is denied until one loads", self.cfg.bundle

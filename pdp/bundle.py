@@ -194,3 +194,44 @@ def _check_tuples(
         except InvalidTuple as exc:
             out.append(Diagnostic("tuple_error", str(exc), loc))
     return out
+
+
+def bundle_from_text(
+    policy: str | dict[str, str],
+    tuples: tuple[str | RelationTuple, ...] | list[str | RelationTuple] = (),
+    *,
+    name: str = "inline",
+    revision: str = "0",
+    settings: Settings | None = None,
+) -> Bundle:
+    """Build a bundle from policy text held in memory (tests, benchmarks, embedding)."""
+    sources = {"policy.pdp": policy} if isinstance(policy, str) else dict(policy)
+    diags: list[Diagnostic] = []
+    parsed = []
+    for file, text in sorted(sources.items()):
+        try:
+            parsed.append(parse(text, file))
+        except PolicyError as exc:
+            diags.extend(exc.diagnostics)
+    checked, found = check(parsed)
+    diags.extend(found)
+    located = []
+    for i, t in enumerate(tuples, 1):
+        try:
+            located.append((t if isinstance(t, RelationTuple) else RelationTuple.parse(t), Loc("<tuples>", i, 1)))
+        except TupleSyntaxError as exc:
+            diags.append(Diagnostic("tuple_error", str(exc), Loc("<tuples>", i, 1)))
+    diags.extend(_check_tuples(checked, located, diags))
+    diags = with_sources(diags, sources)
+    if any(d.is_error for d in diags):
+        raise BundleError(diags)
+    return Bundle(
+        name=name,
+        revision=revision,
+        settings=settings or Settings(),
+        policy=checked,
+        tuples=tuple(sorted({t for t, _ in located})),
+        tests=(),
+        path=Path("."),
+        warnings=tuple(d for d in diags if not d.is_error),
+    )

@@ -129,14 +129,16 @@ class Engine:
             resource = request.resource
             entry = loaded.snapshot.entries.get((resource.type, request.action))
             if entry is None:
-                return self._decision(loaded, Effect.DENY, Reason.NOT_PERMITTED, (), rev)
+                decision = self._decision(loaded, Effect.DENY, Reason.NOT_PERMITTED, (), rev)
+                if explain:
+                    from pdp.explain import explain as run_explain
+
+                    return run_explain(loaded.snapshot, self.tuples, request, decision)
+                return decision
+            if explain:
+                return self._explain(loaded, entry, request, rev)
             subject, context = request.subject, request.context
             key = entry.key(subject, resource, context)
-            if explain:
-                from pdp.explain import explain as run_explain
-
-                decision = self._decide(loaded, entry, subject, resource, context, rev)
-                return run_explain(loaded.snapshot, self.tuples, request, decision)
             cache = self.cache
             if cache.ttl > 0:
                 full_key = (entry, rev, key) if entry.uses_tuples else (entry, key)
@@ -162,6 +164,17 @@ class Engine:
                 rev,
                 errors=(f"internal error: {type(exc).__name__}",),
             )
+
+    def _explain(self, loaded: _Loaded, entry: Entry, request: Request, rev: int) -> Decision:
+        """Decide without the cache, then attach the reference interpreter's trace."""
+        from pdp.explain import explain
+
+        try:
+            entry.key(request.subject, request.resource, request.context)
+            decision = self._decide(loaded, entry, request.subject, request.resource, request.context, rev)
+        except AttributeTypeError as exc:
+            decision = Decision(Effect.DENY, Reason.EVALUATION_ERROR, (), loaded.revision, rev, errors=(str(exc),))
+        return explain(loaded.snapshot, self.tuples, request, decision)
 
     def _decide(
         self, loaded: _Loaded, entry: Entry, S: Entity, R: Entity, C: Mapping[str, Value], rev: int

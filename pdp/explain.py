@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from pdp.compiler import Snapshot
-from pdp.model import Decision, Request, TraceStep
+from pdp.model import Decision, Reason, Request, TraceStep
 from pdp.reference import evaluate
 from pdp.tuples import TupleStore
 
@@ -26,7 +26,9 @@ def explain(
 
     outcome = evaluate(snapshot.policy, lookup, request, snapshot.max_depth)
     trace = list(outcome.trace)
-    if (outcome.effect, outcome.rule_ids) != (decision.effect, decision.rule_ids):
+    if decision.reason is Reason.FAIL_OPEN:
+        trace.append(TraceStep("note", "fail_open", "granted", "the bundle lets this action fail open on a relation depth failure"))
+    elif (outcome.effect, outcome.rule_ids) != (decision.effect, decision.rule_ids):
         # Should never happen (the differential tests guard it); if it does, say so plainly.
         trace.append(
             TraceStep("note", "mismatch", "error", "the trace disagrees with the compiled decision")

@@ -262,6 +262,8 @@ class _Checker:
             if t not in known:
                 self.error("unknown_type", f"unknown type `{t}`", loc)
         scope = [known[t] for t in (types or known) if t in known]
+        if not scope:
+            return  # every named type is unknown, already reported; action errors would be noise
         for action in actions or ():
             if not any(action in info.actions for info in scope):
                 names = ", ".join(f"`{i.decl.name}`" for i in scope) or "any type"

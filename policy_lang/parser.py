@@ -140,7 +140,8 @@ def _syntax_diagnostic(exc: UnexpectedInput, text: str, path: str) -> Diagnostic
     expected = sorted(getattr(exc, "expected", ()) or ())
     words = sorted({_TERMINAL_WORDS.get(t, _keyword(t)) for t in expected})
     found = str(token) if token is not None else ""
-    what = "the end of the file" if not found or token.type == "$END" else f"`{found}`"  # type: ignore[union-attr]
+    at_end = not found or token.type == "$END"  # type: ignore[union-attr]
+    what = "end of file" if at_end else f"`{found}`"  # type: ignore[union-attr]
     message = f"unexpected {what}"
     if words:
         message += "; expected " + (words[0] if len(words) == 1 else "one of " + ", ".join(words))
