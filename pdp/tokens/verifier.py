@@ -5,10 +5,10 @@ The cache is keyed by the SHA-256 of the whole token, so a changed byte anywhere
 
 from __future__ import annotations
 
-from hashlib import sha256
 import threading
 import time
 from collections.abc import Callable, Iterable
+from hashlib import sha256
 
 from pdp.tokens import jws_checks as checks
 from pdp.tokens.jws_checks import fail

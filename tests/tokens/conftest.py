@@ -17,7 +17,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from pdp.tokens import KeyRing, Verifier
 from pdp.tokens.keys import init_key_directory
 from pdp.tokens.service import TOKEN_EXCHANGE
-from tests.tokens.support import (
+
+from .support import (
     AUDIENCE,
     IDP_A,
     IDP_B,

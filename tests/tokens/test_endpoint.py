@@ -23,7 +23,8 @@ with warnings.catch_warnings():
     from authlib.integrations.httpx_client import OAuth2Client
 
 from pdp.tokens import InvalidToken
-from tests.tokens.support import AUDIENCE, IdP, Server
+
+from .support import AUDIENCE, IdP, Server
 
 EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 ID_TOKEN = "urn:ietf:params:oauth:token-type:id_token"

@@ -9,7 +9,8 @@ import pytest
 
 from pdp.tokens import AccessTokenIssuer, InvalidToken, KeyConfigError, KeyRing, Verifier
 from pdp.tokens.keys import init_key_directory
-from tests.tokens.support import AUDIENCE, ISSUER, FakeClock, Forge
+
+from .support import AUDIENCE, ISSUER, FakeClock, Forge
 
 
 def _issuer(ring: KeyRing, clock: FakeClock) -> AccessTokenIssuer:

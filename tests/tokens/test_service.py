@@ -10,7 +10,8 @@ import pytest
 from pdp.tokens import InvalidToken, OAuthError, TokenRuntime
 from pdp.tokens.service import REFRESH_TOKEN, TOKEN_EXCHANGE
 from pdp.tokens.store import Client
-from tests.tokens.support import ISSUER, IdP, make_runtime
+
+from .support import ISSUER, IdP, make_runtime
 
 Events = list[tuple[str, dict[str, Any]]]
 

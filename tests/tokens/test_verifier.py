@@ -15,7 +15,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from pdp.tokens import InvalidToken, Verifier
 from pdp.tokens.keys import VerificationKey, public_jwk
-from tests.tokens.support import AUDIENCE, DROP, ISSUER, FakeClock, Forge, assemble, b64url
+
+from .support import AUDIENCE, DROP, ISSUER, FakeClock, Forge, assemble, b64url
 
 
 def test_good_token_gives_the_subject(forge: Forge, verifier: Verifier) -> None:
