@@ -2,15 +2,39 @@
 
 from __future__ import annotations
 
+import base64
+import functools
 import secrets
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import jwt
+import orjson
 
 from pdp.tokens.errors import KeyConfigError
-from pdp.tokens.keys import KeyRing
+from pdp.tokens.keys import KeyRing, SigningKey
+
+_ALGORITHMS = jwt.algorithms.get_default_algorithms()
+
+
+def _b64(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
+@functools.lru_cache(maxsize=64)
+def _header(kid: str, algorithm: str) -> bytes:
+    return _b64(orjson.dumps({"alg": algorithm, "kid": kid, "typ": "at+jwt"}))
+
+
+def _sign(claims: dict[str, Any], signing: SigningKey) -> str:
+    """Compact JWS. The JSON is encoded here (orjson, a cached header) because pyjwt's encoder
+    costs more than the signature; pyjwt's algorithm object still signs (ES256 as raw R||S).
+    """
+    signing_input = _header(signing.kid, signing.algorithm) + b"." + _b64(orjson.dumps(claims))
+    signature = _ALGORITHMS[signing.algorithm].sign(signing_input, signing.private_key)
+    return (signing_input + b"." + _b64(signature)).decode("ascii")
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +80,7 @@ class AccessTokenIssuer:
         now = int(self._clock())
         jti = secrets.token_urlsafe(16)
         scope = " ".join(sorted(set(scopes)))
-        claims = {
+        claims: dict[str, Any] = {
             "iss": self.issuer,
             "sub": subject,
             "aud": self.audience,
@@ -70,12 +94,7 @@ class AccessTokenIssuer:
         }
         if scope:
             claims["scope"] = scope
-        token = jwt.encode(
-            claims,
-            signing.private_key,
-            algorithm=signing.algorithm,
-            headers={"typ": "at+jwt", "kid": signing.kid},
-        )
+        token = _sign(claims, signing)
         return IssuedToken(
             token=token, jti=jti, iat=now, exp=now + self.lifetime, kid=signing.kid, scope=scope
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -102,8 +103,13 @@ def _split(text: str) -> tuple[str, ...]:
 class TokenStore:
     """One SQLite connection guarded by a lock; all methods are short transactions."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, client_cache_ttl: float = 1.0) -> None:
         self.path = str(path)
+        # Client records are read on every token request and change rarely. A short TTL bounds
+        # how long another process's re-key or disable takes to apply here; changes made
+        # through this store apply at once.
+        self.client_cache_ttl = client_cache_ttl
+        self._clients: dict[str, tuple[Client, float]] = {}
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -133,6 +139,7 @@ class TokenStore:
     # -- clients -------------------------------------------------------------------------------
 
     def put_client(self, client: Client, now: float) -> None:
+        self._clients.pop(client.client_id, None)
         with self._tx() as db:
             db.execute(
                 "INSERT INTO clients VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(client_id) DO UPDATE"
@@ -153,6 +160,19 @@ class TokenStore:
             )
 
     def get_client(self, client_id: str) -> Client | None:
+        cached = self._clients.get(client_id)
+        now = time.monotonic()
+        if cached is not None and now < cached[1]:
+            return cached[0]
+        client = self._load_client(client_id)
+        if client is not None and self.client_cache_ttl > 0:
+            if len(self._clients) >= 10_000:
+                self._clients.clear()
+            # Only known clients are cached: random unknown ids cannot grow this dict.
+            self._clients[client_id] = (client, now + self.client_cache_ttl)
+        return client
+
+    def _load_client(self, client_id: str) -> Client | None:
         with self._lock:
             row = self._db.execute(
                 "SELECT client_id, secret_hash, tenant, subject, roles, scopes, grant_types,"

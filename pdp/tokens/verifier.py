@@ -111,6 +111,8 @@ class Verifier:
     # -- cache ---------------------------------------------------------------------------------
 
     def _remember(self, digest: bytes, subject: VerifiedSubject, generation: int) -> None:
+        if self._cache_size <= 0:  # caching switched off
+            return
         with self._lock:
             if len(self._cache) >= self._cache_size:
                 self._sweep()
