@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import uvicorn
@@ -130,7 +130,7 @@ class Sidecar:
             errors = (f"{type(exc).__name__}: {exc}",)
         self._rejected = Rejected(str(path), time.time(), errors)
         self.metrics.bundle_rejected()
-        active = self.engine.bundle
+        active = cast("Bundle | None", self.engine.bundle)
         self.audit.event(
             audit.BUNDLE_REJECTED,
             {
@@ -167,7 +167,7 @@ class Sidecar:
         return self.engine.read_tuples(**filters), revision
 
     def status(self) -> Status:
-        bundle = self.engine.bundle
+        bundle = cast("Bundle | None", self.engine.bundle)
         return Status(
             serving=bundle is not None,
             name=bundle.name if bundle else "",

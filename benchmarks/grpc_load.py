@@ -1,0 +1,176 @@
+"""Load generator over real gRPC: Check and BatchCheck against an Echo floor measured in the same run.
+
+`python -m benchmarks.grpc_load [--bundle DIR] [--seconds S]`. Starts `pdp serve` in a subprocess on
+an ephemeral loopback port; reports p50/p90/p99 with one client, throughput at 8 and 32 concurrent
+clients, and decisions/s for BatchCheck of 100, each as a ratio to Echo (same payload size, no work).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from pdp._proto.pdp.v1 import pdp_pb2, pdp_pb2_grpc
+from pdp.client import check_request
+from pdp.model import Entity
+
+SUBJECT = Entity(
+    "user", "alice", {"tenant": "acme", "roles": frozenset({"editor"}), "clearance": 1}
+)
+RESOURCE = Entity("document", "d1", {"tenant": "acme", "owner": "bob", "classification": 0})
+
+
+def start_server(bundle: str, data_dir: str) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pdp.serve_cli",
+            "--bundle",
+            bundle,
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data_dir,
+            "--no-watch",
+            "--log-level",
+            "WARNING",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line.startswith("pdp: serving grpc="):
+        proc.kill()
+        raise SystemExit(f"server did not start: {line!r}")
+    return proc, line.split("grpc=")[1].split()[0]
+
+
+def percentile(sorted_values: list[float], p: float) -> float:
+    return sorted_values[min(len(sorted_values) - 1, int(p * len(sorted_values)))]
+
+
+def latency(target: str, calls: dict[str, Callable[[Any], Any]], n: int) -> dict[str, list[float]]:
+    """One client, the RPCs interleaved in short blocks so that noise hits them alike."""
+    out: dict[str, list[float]] = {name: [] for name in calls}
+    with grpc.insecure_channel(target) as ch:
+        stubs = pdp_pb2_grpc.AuthorizerStub(ch)
+        for call in calls.values():
+            for _ in range(200):
+                call(stubs)
+        for _ in range(n // 100):
+            for name, call in calls.items():
+                samples = out[name]
+                for _ in range(100):
+                    t0 = time.perf_counter()
+                    call(stubs)
+                    samples.append(time.perf_counter() - t0)
+    return {name: sorted(v) for name, v in out.items()}
+
+
+async def throughput(
+    target: str, call: Callable[[Any], Awaitable[Any]], clients: int, seconds: float
+) -> float:
+    async with grpc.aio.insecure_channel(target) as ch:
+        stub = pdp_pb2_grpc.AuthorizerStub(ch)
+        for _ in range(50):
+            await call(stub)
+        count = 0
+        end = time.perf_counter() + seconds
+
+        async def worker() -> None:
+            nonlocal count
+            while time.perf_counter() < end:
+                await call(stub)
+                count += 1
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(clients)))
+        return count / (time.perf_counter() - t0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--bundle", default="bundles/saas")
+    ap.add_argument("--target", default="", help="use a running sidecar instead of starting one")
+    ap.add_argument("--seconds", type=float, default=3.0, help="per throughput measurement")
+    ap.add_argument("--calls", type=int, default=3000, help="latency samples per RPC")
+    args = ap.parse_args(argv)
+
+    check = check_request(SUBJECT, "read", RESOURCE)
+    echo = pdp_pb2.EchoRequest(payload=b"x" * check.ByteSize())
+    batch = pdp_pb2.BatchCheckRequest(
+        items=[pdp_pb2.BatchCheckItem(correlation_id=str(i), request=check) for i in range(100)]
+    )
+    proc = None
+    with tempfile.TemporaryDirectory() as data:
+        if args.target:
+            target = args.target
+        else:
+            proc, target = start_server(args.bundle, data)
+        try:
+            with grpc.insecure_channel(target) as ch:
+                r = pdp_pb2_grpc.AuthorizerStub(ch).Check(check)
+            print(
+                f"check answers {pdp_pb2.Effect.Name(r.decision)} "
+                f"{pdp_pb2.Reason.Name(r.reason)} rules={list(r.rule_ids)}"
+            )
+            lat = latency(
+                target,
+                {"echo": lambda s: s.Echo(echo), "check": lambda s: s.Check(check)},
+                args.calls,
+            )
+            print("\none client, latency (ms)      p50     p90     p99")
+            for name, v in lat.items():
+                print(
+                    f"  {name:<26} {percentile(v, 0.5) * 1e3:7.3f} {percentile(v, 0.9) * 1e3:7.3f} "
+                    f"{percentile(v, 0.99) * 1e3:7.3f}"
+                )
+            e, c = lat["echo"], lat["check"]
+            print(
+                f"  check/echo ratio           {percentile(c, 0.5) / percentile(e, 0.5):7.2f} "
+                f"{percentile(c, 0.9) / percentile(e, 0.9):7.2f} "
+                f"{percentile(c, 0.99) / percentile(e, 0.99):7.2f}   (targets p50 <= 1.15, "
+                "p99 <= 1.5)"
+            )
+            print("\nthroughput (calls/s)")
+            echo_rates = {}
+            for n in (8, 32):
+                er = asyncio.run(throughput(target, lambda s: s.Echo(echo), n, args.seconds))
+                cr = asyncio.run(throughput(target, lambda s: s.Check(check), n, args.seconds))
+                echo_rates[n] = er
+                print(
+                    f"  {n:>2} clients: echo {er:8.0f}  check {cr:8.0f}  ratio {cr / er:5.2f}"
+                    "   (target >= 0.9)"
+                )
+            print("\nBatchCheck of 100 (decisions/s)")
+            for n in (1, 8):
+                br = asyncio.run(throughput(target, lambda s: s.BatchCheck(batch), n, args.seconds))
+                floor = echo_rates[8]
+                print(
+                    f"  {n:>2} clients: {br * 100:9.0f} decisions/s = {br * 100 / floor:5.1f}x "
+                    f"the 8-client echo call rate   (target >= 40x)"
+                )
+        finally:
+            if proc is not None:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(15)
+                if proc.stdout is not None:
+                    proc.stdout.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
