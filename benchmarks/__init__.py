@@ -1,0 +1,1 @@
+"""pdp's benchmark suite: seeded scenarios with oracles, baselines, the engine benches, peers."""

@@ -1,0 +1,673 @@
+"""The benchmark suite runner: `python -m benchmarks.run --quick|--full`.
+
+Checks every engine and baseline against the scenario oracles, times decisions per call (median,
+p90, p99) next to their plain-Python baselines, compiles a 10,000-rule bundle, measures tuple load
+time and memory, runs the SaaS day, and calls the gRPC and token suites when they are present.
+Writes benchmarks/results/results.json and RESULTS.md (and, with --full, benchmarks/LATEST.md).
+Exits non-zero only on wrong answers or crashes, never on timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from benchmarks import baselines, cases, scenarios
+from benchmarks.scenarios import OracleMismatch, Scenario
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+
+# (what, target ratio or bound, unit); a missed target is reported, never an exit code.
+TARGETS = {
+    "cached_rbac": 3.0,  # a cache hit vs the RBAC baseline
+    "rbac": 5.0,
+    "abac": 8.0,
+    "rebac_100k": 1.0,
+    "rebac_1m": 2.0,
+    "compile_10k_rules_s": 2.0,
+    "load_1m_s": 10.0,
+    "bytes_per_tuple": 300.0,
+}
+
+# Sibling suites owned by other engineers; each may define `suite(quick: bool) -> dict`.
+EXTERNAL = ("grpc_load", "bench_tokens", "token_load")
+
+
+class Suite:
+    def __init__(self, quick: bool) -> None:
+        self.quick = quick
+        self.budget = 0.6 if quick else 3.0  # seconds of timing per case
+        self.overhead = cases.timer_overhead_ns()
+        self.rows: list[dict[str, Any]] = []
+        self.extra: dict[str, Any] = {}
+        self.failures: list[str] = []
+        self.scenarios: dict[str, Scenario] = {}
+
+    # ---- helpers
+    def verify(self, scenario: Scenario, decide: Callable[[Any], bool], who: str) -> bool:
+        try:
+            scenario.check_answers(decide, who)
+            return True
+        except OracleMismatch as exc:
+            self.failures.append(str(exc))
+            print(f"WRONG ANSWERS: {exc}", file=sys.stderr)
+            return False
+
+    def time(self, fn: Callable[[Any], object], requests: list[Any]) -> dict[str, float]:
+        return cases.time_calls(fn, requests, budget_s=self.budget, overhead_ns=self.overhead)
+
+    def pair(
+        self,
+        group: str,
+        name: str,
+        scenario: Scenario,
+        engine_fn: Callable[[Any], object],
+        base: dict[str, float],
+        base_name: str,
+        target: float | None,
+        note: str = "",
+    ) -> None:
+        ours = self.time(engine_fn, scenario.requests)
+        ratio = ours["median_us"] / base["median_us"] if base["median_us"] else None
+        row = {
+            "group": group,
+            "case": name,
+            **ours,
+            "baseline": base_name,
+            "baseline_median_us": base["median_us"],
+            "baseline_p99_us": base["p99_us"],
+            "ratio": ratio,
+            "target_ratio": target,
+            "met": None if target is None or ratio is None else ratio <= target,
+            "verified": True,
+            "note": note,
+        }
+        self.rows.append(row)
+        print(_row_line(row), flush=True)
+
+    # ---- parts
+    def decisions(self) -> None:
+        sizes = [100_000] if self.quick else [100_000, 1_000_000]
+        made: list[Scenario] = [scenarios.rbac(), scenarios.abac()]
+        made += [scenarios.rebac(n_tuples=n, n_requests=2_000) for n in sizes]
+        base_stats: dict[str, dict[str, float]] = {}
+        for sc in made:
+            kind = sc.name.split("_")[0]
+            base = baselines.BASELINES[kind](sc)
+            self.verify(sc, base, f"{kind} baseline")
+            base_stats[sc.name] = self.time(base, sc.requests)
+            self.rows.append(
+                {
+                    "group": "baseline",
+                    "case": f"{sc.name} baseline",
+                    **base_stats[sc.name],
+                    "verified": True,
+                    "note": _BASE_NOTES[kind],
+                }
+            )
+            print(_row_line(self.rows[-1]), flush=True)
+            engine, _ = cases.build_engine(sc, cache_ttl=0)
+            ok = self.verify(sc, lambda r, e=engine: e.check(r).allowed, f"pdp ({sc.name})")
+            if ok:
+                self.pair(
+                    "decide",
+                    sc.name,
+                    sc,
+                    engine.check,
+                    base_stats[sc.name],
+                    f"{sc.name} baseline",
+                    TARGETS.get(sc.name),
+                    f"{len(sc.tuples)} tuples" if sc.tuples else "",
+                )
+            # Cache hits: the same requests, answered once before timing.
+            cached, _ = cases.build_engine(sc, cache_ttl=3600)
+            for r in sc.requests:
+                cached.check(r)
+            ok = self.verify(sc, lambda r, e=cached: e.check(r).allowed, f"pdp cached ({sc.name})")
+            if ok:
+                rb = base_stats["rbac"]
+                self.pair(
+                    "cached",
+                    f"cached_{sc.name}",
+                    sc,
+                    cached.check,
+                    rb,
+                    "rbac baseline",
+                    TARGETS["cached_rbac"],
+                    "every call a hit; ratio to the RBAC baseline",
+                )
+            del engine, cached
+            gc.collect()
+            self.scenarios[sc.name] = sc
+
+    def parse_and_compile(self) -> None:
+        from policy_lang.checker import check
+        from policy_lang.parser import parse
+
+        saas = "\n".join(
+            p.read_text(encoding="utf-8")
+            for p in sorted((HERE.parent / "bundles/saas/policies").glob("*.pdp"))
+        )
+        reqs = [saas] * 20
+        stats = cases.time_calls(parse, reqs, budget_s=self.budget / 2, overhead_ns=self.overhead)
+        self.rows.append(
+            {
+                "group": "parse",
+                "case": "parse saas policy (3 files)",
+                **stats,
+                "verified": True,
+                "note": f"{len(saas)} chars",
+            }
+        )
+        print(_row_line(self.rows[-1]), flush=True)
+        text = cases.many_rules_policy(10_000)
+        from pdp.engine import Engine
+
+        t0 = t1 = t2 = 0.0
+        if not self.quick:  # the stage breakdown parses twice; --quick times load_bundle only
+            t0 = time.perf_counter()
+            tree = parse(text, "many.pdp")
+            t1 = time.perf_counter()
+            check([tree])
+            t2 = time.perf_counter()
+        with tempfile.TemporaryDirectory() as tmp:
+            scenarios.write_bundle(Path(tmp), "many", text)
+            from pdp.bundle import load_bundle
+
+            t3 = time.perf_counter()
+            bundle = load_bundle(tmp)
+            t4 = time.perf_counter()
+        engine = Engine(cache_ttl=0)
+        t5 = time.perf_counter()
+        engine.load(bundle)
+        t6 = time.perf_counter()
+        info = {
+            "rules": 10_000,
+            "chars": len(text),
+            "parse_s": (t1 - t0) or None,
+            "check_s": (t2 - t1) or None,
+            "load_bundle_s": t4 - t3,
+            "engine_load_s": t6 - t5,
+            "total_s": (t4 - t3) + (t6 - t5),
+            "entries": len(engine.snapshot.entries) if engine.snapshot else 0,
+        }
+        info["met"] = info["total_s"] <= TARGETS["compile_10k_rules_s"]
+        self.extra["compile_10k"] = info
+        print(
+            f"compile 10k rules: parse {_fmt(info['parse_s'])}s check {_fmt(info['check_s'])}s "
+            f"load_bundle {info['load_bundle_s']:.2f}s engine.load {info['engine_load_s']:.2f}s "
+            f"total {info['total_s']:.2f}s",
+            flush=True,
+        )
+
+    def memory(self) -> None:
+        sizes = [100_000] if self.quick else [100_000, 1_000_000]
+        out = {}
+        for n in sizes:
+            # A fresh process per size, so RSS is not flattered by memory freed earlier.
+            out[scenarios._size_label(n)] = _child(
+                ["--memory-child", str(n)] + (["--bundle-path"] if not self.quick else [])
+            )
+            print(f"tuples {n}: {out[scenarios._size_label(n)]}", flush=True)
+        self.extra["tuple_load"] = out
+
+    def saas_day(self) -> None:
+        n_ops = 10_000 if self.quick else 50_000
+        sc, ops = scenarios.saas_day(n_ops=n_ops)
+        with tempfile.TemporaryDirectory() as tmp:
+            from pdp.bundle import load_bundle
+
+            bundle = load_bundle(
+                scenarios.write_bundle(Path(tmp), "saas_day", sc.policy, sc.tuples)
+            )
+        from pdp.engine import Engine
+
+        engine = Engine(cache_ttl=2.0)
+        engine.load(bundle)
+        base = baselines.SaasBaseline(sc.tuples)
+        results: dict[str, Any] = {}
+        for who in ("pdp", "baseline"):
+            checks: list[int] = []
+            writes: list[int] = []
+            reloads: list[int] = []
+            wrong = 0
+            clock = time.perf_counter_ns
+            gc.collect()
+            start = clock()
+            for op in ops:
+                t0 = clock()
+                if op.kind == "check":
+                    allowed = (
+                        engine.check(op.request).allowed
+                        if who == "pdp"  # type: ignore[arg-type]
+                        else base(op.request)
+                    )  # type: ignore[arg-type]
+                    checks.append(clock() - t0)
+                    wrong += allowed != op.expected
+                elif op.kind == "reload":
+                    if who == "pdp":
+                        engine.load(bundle)
+                    reloads.append(clock() - t0)
+                else:
+                    if who == "pdp":
+                        if op.kind == "write":
+                            engine.write_tuples([op.tuple])  # type: ignore[list-item]
+                        else:
+                            engine.write_tuples([], [op.tuple])  # type: ignore[list-item]
+                    else:
+                        (base.walk.add if op.kind == "write" else base.walk.remove)(op.tuple)  # type: ignore[arg-type]
+                    writes.append(clock() - t0)
+            total = clock() - start
+            if wrong:
+                self.failures.append(f"saas_day: {who} gave {wrong}/{len(checks)} wrong answers")
+            results[who] = {
+                "checks": cases.summarize(checks, self.overhead),
+                "ops": len(ops),
+                "ops_per_s": len(ops) / (total / 1e9),
+                "writes_median_us": cases.summarize(writes, self.overhead)["median_us"]
+                if writes
+                else None,
+                "reload_ms": reloads[0] / 1e6 if reloads else None,
+                "wrong": wrong,
+            }
+        stats = engine.cache_stats()
+        results["pdp"]["cache_hit_rate"] = stats["hits"] / max(1, stats["hits"] + stats["misses"])
+        ours, theirs = results["pdp"]["checks"], results["baseline"]["checks"]
+        row = {
+            "group": "saas_day",
+            "case": f"saas_day ({n_ops} ops)",
+            **ours,
+            "baseline": "saas baseline (no cache)",
+            "baseline_median_us": theirs["median_us"],
+            "baseline_p99_us": theirs["p99_us"],
+            "ratio": ours["median_us"] / theirs["median_us"] if theirs["median_us"] else None,
+            "target_ratio": None,
+            "met": None,
+            "verified": not any(r["wrong"] for r in results.values()),
+            "note": f"cache hit rate {results['pdp']['cache_hit_rate']:.0%}; "
+            f"reload {results['pdp']['reload_ms']:.1f} ms; "
+            f"{results['pdp']['ops_per_s']:.0f} ops/s vs {results['baseline']['ops_per_s']:.0f}",
+        }
+        self.rows.append(row)
+        self.extra["saas_day"] = results
+        print(_row_line(row), flush=True)
+
+    def external(self) -> None:
+        """The sibling suites: a `suite(quick=...) -> dict` entry point if a module defines one,
+        else its command line in a subprocess, bounded in time."""
+        for name, argv in _external_commands(self.quick).items():
+            if not (HERE / f"{name}.py").exists():
+                self.extra[name] = {"skipped": "not present"}
+                continue
+            started = time.perf_counter()
+            print(f"{name}: running", flush=True)
+            try:
+                mod = importlib.import_module(f"benchmarks.{name}")
+            except Exception as exc:  # e.g. generated protobuf code not built: not our crash
+                self.extra[name] = {"skipped": f"not importable: {type(exc).__name__}: {exc}"}
+                print(f"{name}: skipped ({self.extra[name]['skipped']})", flush=True)
+                continue
+            entry = getattr(mod, "suite", None)
+            try:
+                if entry is not None:
+                    self.extra[name] = entry(quick=self.quick)
+                    continue
+                json_out = RESULTS / f"{name}.json"
+                argv = [a.replace("{json}", str(json_out)) for a in argv]
+                proc = subprocess.run(
+                    [sys.executable, *argv],
+                    capture_output=True,
+                    text=True,
+                    timeout=300,
+                    cwd=HERE.parent,
+                    check=False,
+                )
+                out: dict[str, Any] = {
+                    "command": " ".join(["python", *argv]),
+                    "seconds": time.perf_counter() - started,
+                    "output": proc.stdout[-4000:],
+                }
+                if proc.returncode != 0:
+                    out["stderr"] = proc.stderr[-3000:]
+                    self.failures.append(f"{name} exited {proc.returncode}: {proc.stderr[-500:]}")
+                elif json_out.exists():
+                    out["stats"] = _pytest_benchmark_stats(json_out)
+                elif proc.stdout.strip().startswith("{"):
+                    out["stats"] = json.loads(proc.stdout.strip().splitlines()[-1])
+                self.extra[name] = out
+                print(proc.stdout[-1500:], flush=True)
+            except subprocess.TimeoutExpired:
+                self.failures.append(f"{name} timed out")
+                self.extra[name] = {"crashed": "timed out"}
+            except Exception:
+                self.failures.append(f"{name} crashed:\n{traceback.format_exc()}")
+                self.extra[name] = {"crashed": traceback.format_exc(limit=3)}
+
+
+def _external_commands(quick: bool) -> dict[str, list[str]]:
+    bench = ["--benchmark-max-time=0.1", "--benchmark-min-rounds=3"] if quick else []
+    return {
+        "grpc_load": [
+            "-m",
+            "benchmarks.grpc_load",
+            *(["--seconds", "1", "--calls", "500"] if quick else []),
+        ],
+        "bench_tokens": [
+            "-m",
+            "pytest",
+            "benchmarks/bench_tokens.py",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--benchmark-only",
+            "--benchmark-json={json}",
+            *bench,
+        ],
+        "token_load": [
+            "-m",
+            "benchmarks.token_load",
+            "--json",
+            *(["--duration", "2", "--warmup", "0.5"] if quick else []),
+        ],
+    }
+
+
+def _pytest_benchmark_stats(path: Path) -> list[dict[str, Any]]:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return [
+        {
+            "name": b["fullname"].split("::")[-1],
+            "group": b.get("group"),
+            "median_us": b["stats"]["median"] * 1e6,
+            "iqr_us": b["stats"]["iqr"] * 1e6,
+            "mean_us": b["stats"]["mean"] * 1e6,
+            "rounds": b["stats"]["rounds"],
+        }
+        for b in data["benchmarks"]
+    ]
+
+
+_BASE_NOTES = {
+    "rbac": "frozenset of granting roles per (type, action), inheritance flattened",
+    "abac": "dict of per-action rules, tenant check first",
+    "rebac": "naive recursive top-down tuple walk",
+}
+
+
+def _child(args: list[str]) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", *args],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=HERE.parent,
+        check=False,
+    )
+    if proc.returncode != 0:
+        return {"crashed": proc.stderr[-2000:]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def memory_child(n: int, bundle_path: bool) -> dict[str, Any]:
+    """In a fresh process: tuples of the ReBAC scenario loaded by write_tuples (and the bundle)."""
+    t0 = time.perf_counter()
+    sc = scenarios.rebac(n_tuples=n, n_requests=200)
+    gen_s = time.perf_counter() - t0
+    out: dict[str, Any] = {"generate_s": gen_s}
+    measured = cases.tuple_memory(sc, traced=False)
+    engine = measured.pop("_engine")
+    out["write_path"] = measured
+    ok = all(
+        engine.check(r).allowed == want for r, want in zip(sc.requests, sc.expected, strict=True)
+    )
+    out["verified"] = ok
+    del engine
+    gc.collect()
+    out["traced"] = cases.tuple_memory(sc, traced=True)
+    if bundle_path:
+        gc.collect()
+        with tempfile.TemporaryDirectory() as tmp:
+            scenarios.write_bundle(Path(tmp), sc.name, sc.policy, sc.tuples)
+            from pdp.bundle import load_bundle
+            from pdp.engine import Engine
+
+            t1 = time.perf_counter()
+            bundle = load_bundle(tmp)
+            t2 = time.perf_counter()
+            e = Engine(cache_ttl=0)
+            e.load(bundle)
+            t3 = time.perf_counter()
+        out["bundle_path"] = {
+            "load_bundle_s": t2 - t1,
+            "engine_load_s": t3 - t2,
+            "total_s": t3 - t1,
+            "rss_total_bytes": cases.rss_bytes(),
+        }
+    return out
+
+
+# ---- output ---------------------------------------------------------------------------------------
+
+
+def _fmt(v: Any, digits: int = 2) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, bool):
+        return "yes" if v else "**no**"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def _row_line(row: dict[str, Any]) -> str:
+    ratio = f" ratio {row['ratio']:.2f}x" if row.get("ratio") else ""
+    return (
+        f"[{row['group']}] {row['case']}: median {row['median_us']:.2f}us "
+        f"p90 {row['p90_us']:.2f} p99 {row['p99_us']:.2f}{ratio}"
+    )
+
+
+def markdown(result: dict[str, Any]) -> str:
+    meta = result["meta"]
+    lines = [
+        f"# pdp benchmark results ({meta['mode']})",
+        "",
+        f"{meta['date']} · commit `{meta['commit']}` · Python {meta['python']} · "
+        f"{meta['cpus']} CPUs · timer overhead {meta['timer_overhead_ns']:.0f} ns subtracted · "
+        "GC off while timing · every answer checked against the scenario oracle first.",
+        "",
+        "| group | case | median µs | p90 µs | p99 µs | baseline median µs | ratio | target | met | note |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for r in result["rows"]:
+        if r["group"] == "baseline":
+            continue
+        lines.append(
+            f"| {r['group']} | {r['case']} | {_fmt(r['median_us'])} | {_fmt(r['p90_us'])} | "
+            f"{_fmt(r['p99_us'])} | {_fmt(r.get('baseline_median_us'))} | "
+            f"{_fmt(r.get('ratio'))}{'x' if r.get('ratio') else ''} | "
+            f"{'≤ ' + _fmt(r['target_ratio'], 1) + 'x' if r.get('target_ratio') else '—'} | "
+            f"{_fmt(r.get('met'))} | {r.get('note', '')} |"
+        )
+    lines += [
+        "",
+        "Baselines (plain Python, same run):",
+        "",
+        "| baseline | median µs | p90 µs | p99 µs | what |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for r in result["rows"]:
+        if r["group"] == "baseline":
+            lines.append(
+                f"| {r['case']} | {_fmt(r['median_us'])} | {_fmt(r['p90_us'])} | "
+                f"{_fmt(r['p99_us'])} | {r['note']} |"
+            )
+    extra = result["extra"]
+    c = extra.get("compile_10k")
+    if c:
+        lines += [
+            "",
+            "## Compile of a 10,000-rule bundle (target ≤ 2 s)",
+            "",
+            "| parse s | check s | load_bundle s (parse+check+files) | engine.load s (compile) | total s | met |",
+            "|---:|---:|---:|---:|---:|---|",
+            f"| {_fmt(c['parse_s'])} | {_fmt(c['check_s'])} | {_fmt(c['load_bundle_s'])} | "
+            f"{_fmt(c['engine_load_s'])} | {_fmt(c['total_s'])} | {_fmt(c['met'])} |",
+        ]
+    t = extra.get("tuple_load")
+    if t:
+        lines += [
+            "",
+            "## Tuple load and memory (targets at 1M: ≤ 10 s, ≤ 300 bytes/tuple)",
+            "",
+            "Each size in a fresh process. *write path*: schema-only bundle, then "
+            "`Engine.write_tuples`; *bundle path*: JSONL files through `load_bundle` + `Engine.load`. "
+            "Bytes/tuple: tracemalloc (what the store allocates) and RSS delta.",
+            "",
+            "| tuples | write path s | bundle path s | bytes/tuple (tracemalloc) | bytes/tuple (RSS) | process RSS MB | answers |",
+            "|---:|---:|---:|---:|---:|---:|---|",
+        ]
+        for label, m in t.items():
+            if "crashed" in m:
+                lines.append(f"| {label} | crashed | | | | | |")
+                continue
+            w, tr, b = m["write_path"], m["traced"], m.get("bundle_path")
+            lines.append(
+                f"| {w['tuples']} | {_fmt(w['load_s'])} | {_fmt(b['total_s']) if b else 'not run (--quick)'} | "
+                f"{tr['bytes_per_tuple']:.0f} | {w['rss_bytes_per_tuple']:.0f} | "
+                f"{w['rss_total_bytes'] / 2**20:.0f} | {'oracle agrees' if m['verified'] else '**WRONG**'} |"
+            )
+    s = extra.get("saas_day")
+    if s:
+        p, b = s["pdp"], s["baseline"]
+        lines += [
+            "",
+            "## SaaS day (90% of checks from a hot set of 300, 0.2% of ops write or delete a tuple, one reload; cache TTL 2 s)",
+            "",
+            "| | check median µs | p90 | p99 | ops/s | write median µs | reload ms | cache hit rate |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+            f"| pdp | {_fmt(p['checks']['median_us'])} | {_fmt(p['checks']['p90_us'])} | "
+            f"{_fmt(p['checks']['p99_us'])} | {p['ops_per_s']:.0f} | {_fmt(p['writes_median_us'])} | "
+            f"{_fmt(p['reload_ms'], 1)} | {p['cache_hit_rate']:.0%} |",
+            f"| plain-Python baseline | {_fmt(b['checks']['median_us'])} | {_fmt(b['checks']['p90_us'])} | "
+            f"{_fmt(b['checks']['p99_us'])} | {b['ops_per_s']:.0f} | {_fmt(b['writes_median_us'])} | — | — |",
+        ]
+    ext = [(k, v) for k, v in extra.items() if k in EXTERNAL]
+    if ext:
+        lines += ["", "## Other suites (owned by their modules; run by this runner)", ""]
+        for name, v in ext:
+            if "skipped" in v or "crashed" in v:
+                lines.append(
+                    f"- `{name}`: {v.get('skipped') or 'CRASHED: ' + str(v['crashed'])[:300]}"
+                )
+                continue
+            lines += [f"### {name}", ""]
+            if "markdown" in v:
+                lines += [v["markdown"], ""]
+                continue
+            if "command" in v:
+                lines += [f"`{v['command']}` ({v['seconds']:.0f} s)", ""]
+            stats = v.get("stats")
+            if isinstance(stats, list):
+                lines += ["| benchmark | median µs | IQR µs | rounds |", "|---|---:|---:|---:|"]
+                lines += [
+                    f"| {b['name']} | {b['median_us']:.1f} | {b['iqr_us']:.1f} | {b['rounds']} |"
+                    for b in stats
+                ]
+            elif isinstance(stats, dict):
+                lines += ["```", json.dumps(stats, indent=1), "```"]
+            elif v.get("output"):
+                lines += ["```", v["output"].strip(), "```"]
+            lines.append("")
+    if result["failures"]:
+        lines += ["", "## FAILURES", ""] + [f"- {f}" for f in result["failures"]]
+    return "\n".join(lines) + "\n"
+
+
+def _commit() -> str:
+    try:
+        return (
+            subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"],
+                capture_output=True,
+                text=True,
+                cwd=HERE.parent,
+                check=False,
+            ).stdout.strip()
+            or "?"
+        )
+    except OSError:
+        return "?"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="the ≤2-minute CI smoke (default)")
+    mode.add_argument("--full", action="store_true", help="everything, including 1M tuples")
+    ap.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--bundle-path", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--skip-external", action="store_true", help="do not run grpc/token suites")
+    args = ap.parse_args(argv)
+    if args.memory_child:
+        print(json.dumps(memory_child(args.memory_child, args.bundle_path)))
+        return 0
+    quick = not args.full
+    started = time.perf_counter()
+    suite = Suite(quick)
+    for part in (
+        suite.decisions,
+        suite.saas_day,
+        suite.parse_and_compile,
+        suite.memory,
+        *(() if args.skip_external else (suite.external,)),
+    ):
+        try:
+            part()
+        except Exception:
+            suite.failures.append(f"{part.__name__} crashed:\n{traceback.format_exc()}")
+            traceback.print_exc()
+    result = {
+        "meta": {
+            "mode": "quick" if quick else "full",
+            "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "commit": _commit(),
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "timer_overhead_ns": suite.overhead,
+            "seconds": time.perf_counter() - started,
+        },
+        "rows": suite.rows,
+        "extra": suite.extra,
+        "failures": suite.failures,
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "results.json").write_text(
+        json.dumps(result, indent=2, default=str), encoding="utf-8"
+    )
+    md = markdown(result)
+    (RESULTS / "RESULTS.md").write_text(md, encoding="utf-8")
+    if not quick:
+        (HERE / "LATEST.md").write_text(md, encoding="utf-8")
+    print()
+    print(md)
+    print(f"({result['meta']['seconds']:.0f} s)")
+    return 1 if suite.failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
