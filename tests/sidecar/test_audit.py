@@ -165,7 +165,7 @@ def test_stuck_subscriber_does_not_slow_checks(make_app: Callable[..., App]) -> 
             stub.Check(deny)
         per_call = (time.perf_counter() - t0) / 300
     assert app.audit.dropped >= 290
-    assert per_call < 0.01  # a blocked put would hang here, not cost microseconds
+    assert per_call < 0.05  # a blocked put would hang here; the bound allows a busy machine
     events = [stuck.get(0) for _ in range(11)]
     assert events[-1].kind == audit.GAP
     assert events[-1].missed == app.audit.dropped

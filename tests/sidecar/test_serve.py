@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import grpc
@@ -75,7 +76,7 @@ def test_sigterm_drains_in_flight_calls(bundle_dir: Path, tmp_path: Path) -> Non
     for t in threads:
         t.start()
     while ok[0] < 50:
-        pass
+        time.sleep(0.01)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(15) == 0
     stop.set()
