@@ -30,7 +30,7 @@ from urllib.parse import urlencode, urlsplit
 import orjson
 
 
-def _serve(state_dir: str, port: int) -> None:
+def _serve(state_dir: str, port: int, http: str) -> None:
     import uvicorn
 
     from pdp.tokens import TokenConfig, build_tokens
@@ -43,13 +43,15 @@ def _serve(state_dir: str, port: int) -> None:
             audience="pdp-load",
         )
     )
+    # "auto" uses httptools and uvloop when installed (uvicorn[standard]), else h11 and asyncio.
     uvicorn.run(
         runtime.app(),
         host="127.0.0.1",
         port=port,
         log_level="warning",
         ws="none",
-        http="h11",
+        http=http,  # type: ignore[arg-type]
+        loop="auto",
         access_log=False,
     )
 
@@ -144,6 +146,17 @@ def run_load(
     }
 
 
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process (Linux /proc), to report tokens per server CPU-second:
+    a figure that holds up on a machine shared with other work, unlike wall-clock rate.
+    """
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -151,9 +164,9 @@ def _free_port() -> int:
         return port
 
 
-def _own_server() -> tuple[
-    subprocess.Popen[bytes], str, str, str, tempfile.TemporaryDirectory[str]
-]:
+def _own_server(
+    http: str,
+) -> tuple[subprocess.Popen[bytes], str, str, str, tempfile.TemporaryDirectory[str]]:
     from pdp.tokens import init_key_directory
     from pdp.tokens.admin_cli import create_client
 
@@ -164,7 +177,17 @@ def _own_server() -> tuple[
     )
     port = _free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.token_load", "--serve", state.name, "--port", str(port)]
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.token_load",
+            "--serve",
+            state.name,
+            "--port",
+            str(port),
+            "--http",
+            http,
+        ]
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 20
@@ -192,11 +215,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--procs", type=int, default=1, help="load-generating processes")
     p.add_argument("--warmup", type=float, default=1.0)
     p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--http",
+        default="auto",
+        choices=["auto", "h11", "httptools"],
+        help="server HTTP parser (own server only)",
+    )
     p.add_argument("--serve", help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.serve:
-        _serve(args.serve, args.port)
+        _serve(args.serve, args.port, args.http)
         return 0
 
     server = state = None
@@ -205,10 +234,11 @@ def main(argv: list[str] | None = None) -> int:
             p.error("--url needs --client-id and --client-secret (or PDP_LOAD_CLIENT_SECRET)")
         url, client_id, secret = args.url, args.client_id, args.client_secret
     else:
-        server, url, client_id, secret, state = _own_server()
+        server, url, client_id, secret, state = _own_server(args.http)
     try:
         if args.warmup > 0:
             run_load(url, client_id, secret, duration=args.warmup, concurrency=4, procs=1)
+        cpu_before = _cpu_seconds(server.pid) if server is not None else None
         result = run_load(
             url,
             client_id,
@@ -217,6 +247,10 @@ def main(argv: list[str] | None = None) -> int:
             concurrency=args.concurrency,
             procs=args.procs,
         )
+        cpu_after = _cpu_seconds(server.pid) if server is not None else None
+        if cpu_before is not None and cpu_after is not None and cpu_after > cpu_before:
+            result["server_cpu_s"] = cpu_after - cpu_before
+            result["tokens_per_server_cpu_s"] = result["requests"] / (cpu_after - cpu_before)
     finally:
         if server is not None:
             server.send_signal(signal.SIGTERM)
@@ -233,6 +267,11 @@ def main(argv: list[str] | None = None) -> int:
             f"latency ms: p50 {result['p50_ms']:.2f}  p90 {result['p90_ms']:.2f}  "
             f"p99 {result['p99_ms']:.2f}  mean {result['mean_ms']:.2f}"
         )
+        if "tokens_per_server_cpu_s" in result:
+            print(
+                f"server CPU: {result['server_cpu_s']:.2f}s -> "
+                f"{result['tokens_per_server_cpu_s']:.0f} tokens per server CPU-second"
+            )
     return 0 if result["errors"] == 0 else 1
 
 
