@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import MappingProxyType
+
+from pdp.model import Entity
 
 # A bearer holding this scope may use every admin operation; narrower scopes name one.
 ADMIN_SCOPE = "admin"
@@ -27,3 +30,18 @@ class VerifiedSubject:
         A False here is a *deny* (403 / PERMISSION_DENIED), never an unauthenticated answer.
         """
         return scope in self.scopes or ADMIN_SCOPE in self.scopes
+
+    def to_entity(self, entity_type: str = "user") -> Entity:
+        """The subject as the engine sees it: id from `sub`; tenant, roles, scopes as attributes."""
+        return Entity(
+            entity_type,
+            self.subject,
+            MappingProxyType(
+                {
+                    "tenant": self.tenant,
+                    "roles": frozenset(self.roles),
+                    "scopes": self.scopes,
+                    "client_id": self.client_id,
+                }
+            ),
+        )

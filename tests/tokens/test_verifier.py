@@ -12,6 +12,8 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pdp.tokens import InvalidToken, Verifier
 from pdp.tokens.keys import VerificationKey, public_jwk
@@ -351,3 +353,64 @@ def test_forget_expired_revocations(forge: Forge, verifier: Verifier, clock: Fak
     assert verifier.forget_expired_revocations() == 1
     assert verifier.is_revoked("live")
     assert not verifier.is_revoked("old")
+
+
+def test_subject_as_an_engine_entity(forge: Forge, verifier: Verifier) -> None:
+    subject = verifier.verify(forge.sign(forge.claims(roles=["member"], scope="a")))
+    entity = subject.to_entity()
+    assert str(entity) == "user:user-1"
+    assert entity.attrs["tenant"] == "acme"
+    assert entity.attrs["roles"] == frozenset({"member"})
+    assert entity.attrs["scopes"] == frozenset({"a"})
+
+
+@pytest.mark.parametrize(
+    ("scopes", "wanted", "allowed"),
+    [
+        ("tuples:write", "tuples:write", True),
+        ("admin", "audit:read", True),
+        ("orders:read", "tuples:write", False),
+        ("", "audit:read", False),
+    ],
+)
+def test_admin_scopes(
+    forge: Forge, verifier: Verifier, scopes: str, wanted: str, allowed: bool
+) -> None:
+    subject = verifier.verify(forge.sign(forge.claims(scope=scopes)))
+    assert subject.allows(wanted) is allowed
+
+
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.text(max_size=300)
+    | st.binary(max_size=300).map(lambda b: b64url(b) + "." + b64url(b) + "." + b64url(b))
+)
+def test_arbitrary_input_only_ever_raises_invalid_token(verifier: Verifier, text: str) -> None:
+    with pytest.raises(InvalidToken):
+        verifier.verify(text)
+
+
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.integers(min_value=0), st.integers(min_value=0, max_value=255))
+def test_any_single_byte_change_is_refused(
+    forge: Forge, verifier: Verifier, pos: int, value: int
+) -> None:
+    token = forge.sign(forge.claims(jti="fixed"))
+    verifier.verify(token)  # cached
+    i = pos % len(token)
+    changed = token[:i] + chr(value) + token[i + 1 :]
+    if changed == token:
+        return
+    try:
+        subject = verifier.verify(changed)
+    except InvalidToken:
+        return
+    # base64url has slack bits in a segment's last character: a change there may decode to the
+    # very same bytes, so the token still says (and is signed over) exactly the same thing.
+    segment_ends = {j - 1 for j, c in enumerate(token) if c == "."} | {len(token) - 1}
+    assert i in segment_ends
+    assert subject == verifier.verify(token)
