@@ -8,13 +8,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from policy_lang.diagnostics import PolicyError
-from policy_lang.formatter import format_source
-
 from pdp.bundle import POLICY_SUFFIX, BundleError, load_bundle
 from pdp.engine import Engine
 from pdp.model import Decision, Entity, Request
 from pdp.policy_tests import TestFileError, run_tests, to_attrs
+from policy_lang.diagnostics import PolicyError
+from policy_lang.formatter import format_source
 
 
 def add_commands(sub: Any) -> None:
@@ -30,7 +29,9 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--resource", required=True, help="type:id, e.g. document:spec-1")
     p.add_argument("--resource-attrs", default="{}", help="JSON object of resource attributes")
     p.add_argument("--context", default="{}", help="JSON object of context attributes")
-    p.add_argument("--explain", action="store_true", help="print the trace: rules, conditions, relation paths")
+    p.add_argument(
+        "--explain", action="store_true", help="print the trace: rules, conditions, relation paths"
+    )
     p.set_defaults(handler=cmd_check)
 
     p = sub.add_parser("test", help="run a bundle's *.test.toml policy tests")
@@ -40,7 +41,9 @@ def add_commands(sub: Any) -> None:
     p.add_argument("-v", "--verbose", action="store_true", help="list passing tests too")
     p.set_defaults(handler=cmd_test)
 
-    p = sub.add_parser("fmt", help="print policy files in canonical form (or rewrite them with --write)")
+    p = sub.add_parser(
+        "fmt", help="print policy files in canonical form (or rewrite them with --write)"
+    )
     p.add_argument("paths", nargs="+", type=Path, help="policy files or bundle directories")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--write", action="store_true", help="rewrite files in place")
@@ -57,8 +60,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
         return 1
     for d in bundle.warnings:
         print(d.format(), file=sys.stderr)
-    print(f"ok: bundle `{bundle.name}` revision {bundle.revision}: {len(bundle.policy.rules)} rules, "
-          f"{len(bundle.policy.roles)} roles, {len(bundle.tuples)} tuples")
+    print(
+        f"ok: bundle `{bundle.name}` revision {bundle.revision}: {len(bundle.policy.rules)} rules, "
+        f"{len(bundle.policy.roles)} roles, {len(bundle.tuples)} tuples"
+    )
     return 0
 
 
@@ -95,7 +100,12 @@ def decision_json(d: Decision) -> dict[str, Any]:
         out["errors"] = list(d.errors)
     if d.trace is not None:
         out["trace"] = [
-            {"kind": t.kind, "id": t.id, "outcome": t.outcome, **({"detail": t.detail} if t.detail else {})}
+            {
+                "kind": t.kind,
+                "id": t.id,
+                "outcome": t.outcome,
+                **({"detail": t.detail} if t.detail else {}),
+            }
             for t in d.trace
         ]
     return out

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from pdp.model import RelationTuple, TupleSyntaxError
+from pdp.tuple_schema import InvalidTuple, validate_tuple
 from policy_lang import ast
 from policy_lang.checker import CheckedPolicy, check
 from policy_lang.diagnostics import Diagnostic, Loc, PolicyError, with_sources
@@ -185,8 +186,6 @@ def _check_tuples(
 ) -> list[Diagnostic]:
     if any(d.is_error for d in diags):
         return []  # the schema itself is broken; tuple errors would only be noise
-    from pdp.engine import InvalidTuple, validate_tuple
-
     out = []
     for t, loc in tuples:
         try:
@@ -218,7 +217,12 @@ def bundle_from_text(
     located = []
     for i, t in enumerate(tuples, 1):
         try:
-            located.append((t if isinstance(t, RelationTuple) else RelationTuple.parse(t), Loc("<tuples>", i, 1)))
+            located.append(
+                (
+                    t if isinstance(t, RelationTuple) else RelationTuple.parse(t),
+                    Loc("<tuples>", i, 1),
+                )
+            )
         except TupleSyntaxError as exc:
             diags.append(Diagnostic("tuple_error", str(exc), Loc("<tuples>", i, 1)))
     diags.extend(_check_tuples(checked, located, diags))

@@ -11,26 +11,23 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from pdp.bundle import Bundle
 from pdp.cache import DecisionCache
 from pdp.compiler import AttributeTypeError, Entry, Snapshot, compile_policy
 from pdp.model import Decision, Effect, Entity, Reason, RelationTuple, Request, Value
 from pdp.rebac import DepthLimitExceeded
+from pdp.tuple_schema import InvalidTuple, validate_tuple
 from pdp.tuples import TupleStore
-from policy_lang.checker import CheckedPolicy
 
 DEFAULT_MAX_DEPTH = 25
 DEFAULT_CACHE_TTL = 2.0
-
-
-class InvalidTuple(ValueError):
-    """A tuple does not fit the bundle's schema; the message names the tuple and the problem."""
 
 
 @dataclass(frozen=True, slots=True)
 class _Loaded:
     """What one atomic swap installs: the bundle, its compiled snapshot, and its settings."""
 
-    bundle: object  # pdp.bundle.Bundle; typed loosely to keep the import one-way
+    bundle: Bundle
     snapshot: Snapshot
     revision: str
     fail_open: frozenset[tuple[str, str]]
@@ -56,7 +53,7 @@ class Engine:
 
     # ---- bundle lifecycle
     @property
-    def bundle(self) -> object | None:
+    def bundle(self) -> Bundle | None:
         loaded = self._loaded
         return loaded.bundle if loaded else None
 
@@ -65,17 +62,17 @@ class Engine:
         loaded = self._loaded
         return loaded.snapshot if loaded else None
 
-    def load(self, bundle: object) -> None:
+    def load(self, bundle: Bundle) -> None:
         """Compile `bundle` (a pdp.bundle.Bundle) against the live store and swap it in atomically."""
-        settings = bundle.settings  # type: ignore[attr-defined]
+        settings = bundle.settings
         max_depth = self._max_depth_override or settings.max_depth or DEFAULT_MAX_DEPTH
         env = _Env()
-        snapshot = compile_policy(bundle.policy, self.tuples, env, max_depth)  # type: ignore[attr-defined]
+        snapshot = compile_policy(bundle.policy, self.tuples, env, max_depth)
         env.snapshot = snapshot
-        loaded = _Loaded(bundle, snapshot, bundle.revision, frozenset(settings.fail_open))  # type: ignore[attr-defined]
+        loaded = _Loaded(bundle, snapshot, bundle.revision, frozenset(settings.fail_open))
         with self._load_lock:
-            self.validate_tuples(bundle.tuples, policy_of=snapshot)  # type: ignore[attr-defined]
-            self.tuples.replace_base(bundle.tuples)  # type: ignore[attr-defined]
+            self.validate_tuples(bundle.tuples, policy_of=snapshot)
+            self.tuples.replace_base(bundle.tuples)
             if self._cache_ttl_override is None and settings.cache_ttl_seconds is not None:
                 self.cache.ttl = settings.cache_ttl_seconds
             self._memo = {}
@@ -119,7 +116,19 @@ class Engine:
     def check(
         self, request: Request, *, explain: bool = False, min_tuple_revision: int = 0
     ) -> Decision:
+        return self._check(self._loaded, request, explain, min_tuple_revision)
+
+    def check_many(
+        self, requests: Iterable[Request], *, explain: bool = False, min_tuple_revision: int = 0
+    ) -> list[Decision]:
+        """Answer each request independently, all on one bundle snapshot even if a reload lands
+        meanwhile, so that a batch never mixes bundle revisions."""
         loaded = self._loaded
+        return [self._check(loaded, r, explain, min_tuple_revision) for r in requests]
+
+    def _check(
+        self, loaded: _Loaded | None, request: Request, explain: bool, min_tuple_revision: int
+    ) -> Decision:
         if loaded is None:
             return Decision(Effect.DENY, Reason.NO_BUNDLE, (), "", self.tuples.revision)
         rev = self.tuples.revision
@@ -171,9 +180,13 @@ class Engine:
 
         try:
             entry.key(request.subject, request.resource, request.context)
-            decision = self._decide(loaded, entry, request.subject, request.resource, request.context, rev)
+            decision = self._decide(
+                loaded, entry, request.subject, request.resource, request.context, rev
+            )
         except AttributeTypeError as exc:
-            decision = Decision(Effect.DENY, Reason.EVALUATION_ERROR, (), loaded.revision, rev, errors=(str(exc),))
+            decision = Decision(
+                Effect.DENY, Reason.EVALUATION_ERROR, (), loaded.revision, rev, errors=(str(exc),)
+            )
         return explain(loaded.snapshot, self.tuples, request, decision)
 
     def _decide(
@@ -295,33 +308,6 @@ class Engine:
         return Decision(
             Effect.DENY, reason, rule_ids, loaded.revision, rev, not_found, errors=(message,)
         )
-
-
-def validate_tuple(policy: CheckedPolicy, t: RelationTuple) -> None:
-    """Raise InvalidTuple unless the schema lets `t.relation` on its object hold its subject."""
-    info = policy.types.get(t.object_type)
-    if info is None:
-        raise InvalidTuple(f"`{t}`: unknown object type `{t.object_type}`")
-    rel = info.relations.get(t.relation)
-    if rel is None:
-        what = (
-            "a permission (computed, not stored)"
-            if t.relation in info.permissions
-            else "not a relation"
-        )
-        raise InvalidTuple(f"`{t}`: `{t.relation}` on `{t.object_type}` is {what}")
-    if t.subject_id == "*":
-        ok = not t.subject_relation and any(
-            r.wildcard and r.type == t.subject_type for r in rel.subjects
-        )
-    else:
-        ok = any(
-            r.type == t.subject_type and r.relation == t.subject_relation and not r.wildcard
-            for r in rel.subjects
-        )
-    if not ok:
-        allowed = " | ".join(str(r) for r in rel.subjects)
-        raise InvalidTuple(f"`{t}`: `{t.object_type}#{t.relation}` accepts {allowed}")
 
 
 class _Env:

@@ -27,7 +27,14 @@ def explain(
     outcome = evaluate(snapshot.policy, lookup, request, snapshot.max_depth)
     trace = list(outcome.trace)
     if decision.reason is Reason.FAIL_OPEN:
-        trace.append(TraceStep("note", "fail_open", "granted", "the bundle lets this action fail open on a relation depth failure"))
+        trace.append(
+            TraceStep(
+                "note",
+                "fail_open",
+                "granted",
+                "the bundle lets this action fail open on a relation depth failure",
+            )
+        )
     elif (outcome.effect, outcome.rule_ids) != (decision.effect, decision.rule_ids):
         # Should never happen (the differential tests guard it); if it does, say so plainly.
         trace.append(

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import Enum, StrEnum
 from types import MappingProxyType
 
 # An attribute value as the engine sees it. Lists arriving from the wire become frozensets.
@@ -22,7 +22,7 @@ class Effect(Enum):
     DENY = "deny"
 
 
-class Reason(str, Enum):
+class Reason(StrEnum):
     """Why a decision came out as it did. Callers branch on this, so the values are stable."""
 
     PERMITTED = "permitted"  # a permit rule or a role grant matched and no forbid did

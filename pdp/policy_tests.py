@@ -3,7 +3,7 @@ the real engine, with the rules the tests never exercised.
 
 A test file holds `[entities]` ("type:id" = {attributes}), optional extra `tuples`, `[[test]]`
 cases (subject, action, resource, context, expect = "allow" | "deny", optional rule / reason /
-not_found) and `[[matrix]]` blocks (subjects × actions × resources; `allow` lists the
+not_found) and `[[matrix]]` blocks (subjects x actions x resources; `allow` lists the
 "subject action resource" triples expected to be allowed, every other combination must deny).
 """
 
@@ -97,7 +97,9 @@ def run_tests(bundle: Bundle, name_filter: str = "") -> Report:
             if extra:
                 engine.write_tuples(extra)
         except (TestFileError, ValueError) as exc:
-            report.results.append(CaseResult(file, "<file>", False, "a valid test file", "error", message=str(exc)))
+            report.results.append(
+                CaseResult(file, "<file>", False, "a valid test file", "error", message=str(exc))
+            )
             continue
         for name, request, expect, want in cases:
             if name_filter and not fnmatch.fnmatch(name, f"*{name_filter}*"):
@@ -106,15 +108,27 @@ def run_tests(bundle: Bundle, name_filter: str = "") -> Report:
             exercised.update(decision.rule_ids)
             problems = []
             if decision.effect.value != expect:
-                problems.append(f"expected {expect}, got {decision.effect.value} ({decision.reason.value}{', ' + ', '.join(decision.rule_ids) if decision.rule_ids else ''})")
+                problems.append(
+                    f"expected {expect}, got {decision.effect.value} ({decision.reason.value}{', ' + ', '.join(decision.rule_ids) if decision.rule_ids else ''})"
+                )
             if "rule" in want and want["rule"] not in decision.rule_ids:
                 problems.append(f"expected rule `{want['rule']}`, got {list(decision.rule_ids)}")
             if "reason" in want and want["reason"] != decision.reason.value:
-                problems.append(f"expected reason `{want['reason']}`, got `{decision.reason.value}`")
+                problems.append(
+                    f"expected reason `{want['reason']}`, got `{decision.reason.value}`"
+                )
             if "not_found" in want and bool(want["not_found"]) != decision.not_found:
                 problems.append(f"expected not_found={want['not_found']}")
             report.results.append(
-                CaseResult(file, name, not problems, expect, decision.effect.value, decision, "; ".join(problems))
+                CaseResult(
+                    file,
+                    name,
+                    not problems,
+                    expect,
+                    decision.effect.value,
+                    decision,
+                    "; ".join(problems),
+                )
             )
     all_rules = set(bundle.policy.rules and [r.name for r in bundle.policy.rules]) | {
         f"role:{r}" for r, decl in bundle.policy.roles.items() if decl.grants or decl.parents
@@ -127,7 +141,9 @@ def _cases(file: str, doc: Mapping[str, Any]) -> Any:
     raw_entities = doc.get("entities", {})
     if not isinstance(raw_entities, dict):
         raise TestFileError(f"{file}: `entities` must be a table")
-    entities = {ref: to_attrs(attrs, f"{file}: entities.{ref}") for ref, attrs in raw_entities.items()}
+    entities = {
+        ref: to_attrs(attrs, f"{file}: entities.{ref}") for ref, attrs in raw_entities.items()
+    }
     for i, case in enumerate(doc.get("test", [])):
         where = f"{file}: test[{i}]"
         for key in ("name", "subject", "action", "resource", "expect"):
@@ -135,7 +151,7 @@ def _cases(file: str, doc: Mapping[str, Any]) -> Any:
                 raise TestFileError(f"{where}: missing `{key}`")
         expect = str(case["expect"]).lower()
         if expect not in ("allow", "deny"):
-            raise TestFileError(f"{where}: `expect` must be \"allow\" or \"deny\"")
+            raise TestFileError(f'{where}: `expect` must be "allow" or "deny"')
         request = Request(
             parse_entity(case["subject"], entities, where),
             str(case["action"]),
@@ -151,11 +167,16 @@ def _cases(file: str, doc: Mapping[str, Any]) -> Any:
         allowed = {tuple(str(x).split()) for x in matrix.get("allow", [])}
         for triple in allowed:
             if len(triple) != 3:
-                raise TestFileError(f"{where}: `allow` entries are \"subject action resource\"")
+                raise TestFileError(f'{where}: `allow` entries are "subject action resource"')
         context = to_attrs(matrix.get("context", {}), f"{where}.context")
         for s in matrix["subjects"]:
             for a in matrix["actions"]:
                 for r in matrix["resources"]:
-                    request = Request(parse_entity(s, entities, where), a, parse_entity(r, entities, where), context)
+                    request = Request(
+                        parse_entity(s, entities, where),
+                        a,
+                        parse_entity(r, entities, where),
+                        context,
+                    )
                     expect = "allow" if (s, a, r) in allowed else "deny"
                     yield f"{matrix['name']}: {s} {a} {r}", request, expect, {}

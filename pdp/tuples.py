@@ -59,9 +59,10 @@ class TupleStore:
     def write(self, writes: Iterable[RelationTuple], deletes: Iterable[RelationTuple]) -> int:
         with self._write_lock:
             for t in deletes:
+                # A tombstone even for tuples the current base lacks: the next bundle (or the
+                # first one, when the durable log is replayed before any bundle) may hold them.
                 self._added.discard(t)
-                if t in self._base:
-                    self._deleted.add(t)
+                self._deleted.add(t)
                 self._unindex(t)
             for t in writes:
                 self._deleted.discard(t)

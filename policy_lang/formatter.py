@@ -127,7 +127,8 @@ def _item(item: ast.Item) -> list[tuple[str, int]]:
             head += f" extends {', '.join(item.parents)}"
         lines = [(head + " {", item.loc.line)]
         lines.extend(
-            (f"{INDENT}allow {_names(g.actions)} on {_names(g.types)}", g.loc.line) for g in item.grants
+            (f"{INDENT}allow {_names(g.actions)} on {_names(g.types)}", g.loc.line)
+            for g in item.grants
         )
         lines.append(("}", item.loc.end_line))
         return lines

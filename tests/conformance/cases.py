@@ -43,7 +43,9 @@ class Case:
     checks: tuple[Check, ...] = field(default=())
 
     def bundle(self):  # type: ignore[no-untyped-def]
-        return bundle_from_text(self.policy, list(self.tuples), name=self.name, settings=self.settings)
+        return bundle_from_text(
+            self.policy, list(self.tuples), name=self.name, settings=self.settings
+        )
 
 
 def _entity(ref: str, attrs: dict[str, Any]) -> Entity:
@@ -68,15 +70,27 @@ def load_cases() -> list[Case]:
                 )
                 checks.append(
                     Check(
-                        raw["name"], request, c["expect"], c.get("reason"),
-                        tuple(c["rules"]) if "rules" in c else None, c.get("not_found"),
+                        raw["name"],
+                        request,
+                        c["expect"],
+                        c.get("reason"),
+                        tuple(c["rules"]) if "rules" in c else None,
+                        c.get("not_found"),
                     )
                 )
             settings = Settings(
                 max_depth=raw.get("max_depth"),
                 fail_open=frozenset(tuple(x.split(":")) for x in raw.get("fail_open", [])),  # type: ignore[misc]
             )
-            out.append(Case(raw["name"], raw["policy"], tuple(raw.get("tuples", [])), settings, tuple(checks)))
+            out.append(
+                Case(
+                    raw["name"],
+                    raw["policy"],
+                    tuple(raw.get("tuples", [])),
+                    settings,
+                    tuple(checks),
+                )
+            )
     return out
 
 

@@ -48,7 +48,9 @@ def test_explain_agrees_and_traces(case, check: Check) -> None:  # type: ignore[
 DIAGNOSTICS = load_diagnostic_cases()
 
 
-@pytest.mark.parametrize(("name", "policy", "severity", "expected"), DIAGNOSTICS, ids=[d[0] for d in DIAGNOSTICS])
+@pytest.mark.parametrize(
+    ("name", "policy", "severity", "expected"), DIAGNOSTICS, ids=[d[0] for d in DIAGNOSTICS]
+)
 def test_diagnostics(name: str, policy: str, severity: str, expected: list[str]) -> None:
     if severity == "error":
         with pytest.raises(BundleError) as info:

@@ -1,0 +1,188 @@
+"""The decision cache, tested adversarially: it must never answer with a decision that a fresh
+evaluation would not give (OpenFGA shipped CVEs from cache keys that missed an input)."""
+
+from __future__ import annotations
+
+import time
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pdp.bundle import bundle_from_text
+from pdp.engine import Engine
+from pdp.model import Effect, Entity, Reason, RelationTuple, Request
+from tests.engine.test_differential import SCHEMA, requests, roles, rules, tuple_strings
+
+POLICY = """
+type user { attributes { level?: int, tenant?: string } }
+type service { attributes { level?: int, tenant?: string } }
+type group { relation member: user | group#member }
+type doc {
+  attributes { level: int, tenant?: string }
+  actions read, write, peek
+  relation viewer: user | group#member
+}
+context { hour?: int }
+permit by_level: read on doc when subject.level >= resource.level and subject.type == "user"
+permit by_tuple: write on doc when subject has viewer on resource
+permit by_context: peek on doc when context.hour > 8
+"""
+
+
+def engine(ttl: float = 60, size: int = 1000, policy: str = POLICY) -> Engine:
+    e = Engine(cache_ttl=ttl, cache_size=size)
+    e.load(bundle_from_text(policy))
+    return e
+
+
+def user(id: str = "u", **attrs: object) -> Entity:
+    return Entity("user", id, attrs)  # type: ignore[arg-type]
+
+
+DOC = Entity("doc", "d", {"level": 2})
+
+
+def test_second_identical_check_is_a_hit_and_says_so() -> None:
+    e = engine()
+    first = e.check(Request(user(level=3), "read", DOC))
+    second = e.check(Request(user(level=3), "read", DOC))
+    assert first.allowed and not first.cached
+    assert second.allowed and second.cached
+    assert e.cache_stats()["hits"] == 1
+
+
+def test_every_read_attribute_is_in_the_key() -> None:
+    e = engine()
+    assert e.check(Request(user(level=3), "read", DOC)).allowed
+    assert not e.check(Request(user(level=1), "read", DOC)).allowed
+    assert not e.check(Request(user(level=3), "read", Entity("doc", "d", {"level": 9}))).allowed
+    assert e.check(Request(user(level=3), "read", DOC)).allowed
+
+
+def test_subject_type_is_in_the_key() -> None:
+    e = engine()
+    assert e.check(Request(user("x", level=3), "read", DOC)).allowed
+    assert not e.check(Request(Entity("service", "x", {"level": 3}), "read", DOC)).allowed
+
+
+def test_context_is_in_the_key() -> None:
+    e = engine()
+    assert e.check(Request(user(), "peek", DOC, {"hour": 10})).allowed
+    assert not e.check(Request(user(), "peek", DOC, {"hour": 3})).allowed
+
+
+def test_tuple_write_and_delete_are_seen_by_the_very_next_check() -> None:
+    e = engine()
+    req = Request(user("bob"), "write", DOC)
+    assert not e.check(req).allowed
+    t = RelationTuple.parse("doc:d#viewer@user:bob")
+    e.write_tuples([t])
+    assert e.check(req).allowed
+    e.write_tuples([], [t])
+    assert not e.check(req).allowed
+
+
+def test_nested_membership_change_is_seen_at_once() -> None:
+    e = engine()
+    e.write_tuples([RelationTuple.parse("doc:d#viewer@group:g#member")])
+    req = Request(user("bob"), "write", DOC)
+    assert not e.check(req).allowed
+    e.write_tuples([RelationTuple.parse("group:g#member@user:bob")])
+    assert e.check(req).allowed
+
+
+def test_reload_is_seen_at_once() -> None:
+    e = engine()
+    req = Request(user(level=3), "read", DOC)
+    assert e.check(req).allowed
+    e.load(bundle_from_text(POLICY.replace("permit by_level", "forbid by_level")))
+    decision = e.check(req)
+    assert decision.effect is Effect.DENY and decision.reason is Reason.FORBIDDEN
+
+
+def test_errors_are_never_cached() -> None:
+    e = engine()
+    req = Request(user(), "read", DOC)  # no level: the permit errors
+    assert e.check(req).reason is Reason.EVALUATION_ERROR
+    assert e.check(req).reason is Reason.EVALUATION_ERROR
+    assert e.cache_stats()["size"] == 0
+    assert not e.check(req).cached
+
+
+def test_depth_limit_results_are_never_cached() -> None:
+    e = Engine(cache_ttl=60, max_depth=1)
+    e.load(bundle_from_text(POLICY))
+    e.write_tuples(
+        [
+            RelationTuple.parse("doc:d#viewer@group:a#member"),
+            RelationTuple.parse("group:a#member@group:b#member"),
+            RelationTuple.parse("group:b#member@group:c#member"),
+        ]
+    )
+    req = Request(user("bob"), "write", DOC)
+    assert e.check(req).reason is Reason.DEPTH_LIMIT
+    assert e.check(req).reason is Reason.DEPTH_LIMIT
+    assert e.cache_stats()["size"] == 0
+
+
+def test_explain_never_answers_from_the_cache() -> None:
+    e = engine()
+    req = Request(user(level=3), "read", DOC)
+    e.check(req)
+    explained = e.check(req, explain=True)
+    assert not explained.cached
+    assert explained.trace
+
+
+def test_entries_expire_after_the_ttl() -> None:
+    e = engine(ttl=0.05)
+    req = Request(user(level=3), "read", DOC)
+    e.check(req)
+    time.sleep(0.1)
+    assert not e.check(req).cached
+
+
+def test_size_is_bounded() -> None:
+    e = engine(size=10)
+    for i in range(50):
+        e.check(Request(user(f"u{i}", level=3), "read", DOC))
+    assert e.cache_stats()["size"] <= 10
+
+
+def test_zero_ttl_disables_the_cache() -> None:
+    e = engine(ttl=0)
+    req = Request(user(level=3), "read", DOC)
+    e.check(req)
+    assert not e.check(req).cached
+    assert e.cache_stats()["size"] == 0
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    rules(),
+    roles(),
+    st.lists(
+        st.one_of(
+            requests().map(lambda r: ("check", r)),
+            tuple_strings.map(lambda t: ("write", t)),
+            tuple_strings.map(lambda t: ("delete", t)),
+        ),
+        min_size=1,
+        max_size=25,
+    ),
+)
+def test_cached_engine_always_agrees_with_an_uncached_one(
+    rule_text: str, role_text: str, ops: list
+) -> None:  # type: ignore[type-arg]
+    bundle = bundle_from_text(SCHEMA + role_text + "\n" + rule_text)
+    cached, fresh = Engine(cache_ttl=60), Engine(cache_ttl=0)
+    cached.load(bundle)
+    fresh.load(bundle)
+    for op, arg in ops:
+        if op == "check":
+            a, b = cached.check(arg), fresh.check(arg)
+            assert (a.effect, a.reason, a.rule_ids) == (b.effect, b.reason, b.rule_ids)
+        else:
+            t = RelationTuple.parse(arg)
+            for e in (cached, fresh):
+                e.write_tuples([t]) if op == "write" else e.write_tuples([], [t])

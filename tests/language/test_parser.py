@@ -1,0 +1,140 @@
+"""The parser: every construct parses to the AST we expect; errors are readable, located, complete."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from policy_lang import PolicyError, ast, parse
+from policy_lang.formatter import format_source
+
+FULL = """
+// every construct once
+type user { attributes { tenant: string, tags?: set<string>, n: set<int> } }
+type group { relation member: user | group#member | user:* }
+type doc {
+  actions read, write
+  relation parent: doc
+  relation viewer: user | group#member
+  permission view = viewer + parent->view - viewer & viewer
+}
+context { hour: int }
+role r scoped by tenant extends q, p { allow read, write on doc allow * on * }
+bind roles from subject.roles
+bind a, b when subject has member on group("eng") or subject has role r
+permit p: read on doc when not (has(subject.tags) and "x" in subject.tags) or subject.tags.contains_all(["a", "b"])
+forbid f as not_found: * on doc, group when resource.tenant != subject.tenant and context.hour <= -1
+"""
+
+
+def test_every_construct_parses() -> None:
+    items = parse(FULL, "f.pdp").items
+    kinds = [type(i).__name__ for i in items]
+    assert kinds == [
+        "TypeDecl",
+        "TypeDecl",
+        "TypeDecl",
+        "ContextDecl",
+        "RoleDecl",
+        "BindFrom",
+        "BindWhen",
+        "RuleDecl",
+        "RuleDecl",
+    ]
+    doc = items[2]
+    assert isinstance(doc, ast.TypeDecl)
+    # `+`/`-` associate left and bind looser than `&`.
+    assert doc.permissions[0].expr == ast.Exclusion(
+        ast.Union(ast.Computed("viewer"), ast.TupleToUserset("parent", "view")),
+        ast.Intersection(ast.Computed("viewer"), ast.Computed("viewer")),
+    )
+    forbid = items[-1]
+    assert isinstance(forbid, ast.RuleDecl)
+    assert forbid.not_found and forbid.actions is None and forbid.types == ("doc", "group")
+    assert forbid.loc.line == 16 and forbid.loc.col == 1  # line 1 is the empty first line
+
+
+def test_locations_are_kept_but_not_compared() -> None:
+    a = parse("type doc { actions read }", "a.pdp")
+    b = parse("\n\n   type doc {\n actions read }", "b.pdp")
+    assert a.items == b.items
+    assert a.items[0].loc.line == 1 and b.items[0].loc.line == 3  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "words", "hint"),
+    [
+        ('permit p: read on doc when subject.a = "x"', (1, 38), "unexpected `=`", "use `==`"),
+        ("permit p: read on doc when a && b", (1, 28), "unexpected", ""),
+        (
+            "permit p: read on doc when subject.a == 'x'",
+            (1, 41),
+            "unexpected character `'`",
+            "double quotes",
+        ),
+        ("type doc { relation x: }", (1, 24), "expected", ""),
+        ("permit p read on doc", (1, 10), "unexpected `read`", ""),
+        ("type doc {", (1, 10), "end of file", ""),
+    ],
+)
+def test_syntax_errors_speak_plainly(
+    text: str, where: tuple[int, int], words: str, hint: str
+) -> None:
+    with pytest.raises(PolicyError) as info:
+        parse(text, "x.pdp")
+    d = info.value.diagnostics[0]
+    assert (d.loc.line, d.loc.col) == where
+    assert words in d.message
+    assert hint in d.hint
+    assert "Token(" not in d.message and "__ANON" not in d.message  # never Lark's internals
+
+
+def test_every_syntax_error_is_reported_and_good_items_survive() -> None:
+    text = "type doc { actions read }\npermit a: read on doc when =\npermit b: read on doc\nforbid c: * on * when )\n"
+    with pytest.raises(PolicyError) as info:
+        parse(text, "x.pdp")
+    assert [d.loc.line for d in info.value.diagnostics] == [2, 4]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text(
+        alphabet=st.sampled_from(
+            list(
+                "type doc{}()[]:;,.#|&+-*=!<>\"'\\/\n when permit forbid role bind subject resource has not and or 1 x"
+            )
+        ),
+        max_size=120,
+    )
+)
+def test_any_text_raises_only_the_languages_error(text: str) -> None:
+    try:
+        parse(text, "fuzz.pdp")
+    except PolicyError as exc:
+        assert exc.diagnostics
+        assert all(d.loc.file == "fuzz.pdp" for d in exc.diagnostics)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=200))
+def test_arbitrary_unicode_raises_only_the_languages_error(text: str) -> None:
+    try:
+        parse(text, "fuzz.pdp")
+    except PolicyError:
+        pass
+
+
+def test_formatter_is_canonical_idempotent_and_keeps_meaning_and_comments() -> None:
+    out = format_source(FULL, "f.pdp")
+    assert parse(out, "f.pdp") == parse(FULL, "f.pdp")
+    assert format_source(out, "f.pdp") == out
+    assert "// every construct once" in out
+    assert "permission view = viewer + parent->view - viewer & viewer" in out
+
+
+def test_formatter_parenthesises_only_where_needed() -> None:
+    src = "type d { actions r }\npermit p: r on d when (true or false) and not (true and false) or (true)\n"
+    out = format_source(src)
+    assert "when (true or false) and not (true and false) or true" in out
+    assert parse(out) == parse(src)
