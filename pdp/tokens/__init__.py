@@ -13,7 +13,7 @@ from pdp.tokens.runtime import TokenConfig, TokenRuntime, build_tokens
 from pdp.tokens.service import TokenService
 from pdp.tokens.store import TokenStore
 from pdp.tokens.subject import ADMIN_SCOPE, VerifiedSubject
-from pdp.tokens.verifier import Verifier
+from pdp.tokens.verifier import Verifier, parse_bearer
 
 __all__ = [
     "ADMIN_SCOPE",
@@ -37,4 +37,5 @@ __all__ = [
     "build_tokens",
     "init_key_directory",
     "load_trusted_idps",
+    "parse_bearer",
 ]

@@ -10,6 +10,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 from urllib.parse import parse_qsl, unquote_plus
@@ -30,6 +31,8 @@ from pdp.tokens.service import (
     TokenService,
 )
 from pdp.tokens.store import Client
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BODY_BYTES = 16 * 1024
 _MAX_FIELDS = 16
@@ -139,6 +142,11 @@ class TokenEndpoint:
             return work(client, form)
         except OAuthError as exc:
             return error_response(exc)
+        except Exception as exc:
+            # No signing key, a database error...: a JSON answer that is still never cached.
+            # Only the exception type is logged: messages could quote request data.
+            log.error("token endpoint failed: %s", type(exc).__name__)
+            return error_response(OAuthError("server_error", "", 500))
 
     async def token(self, request: Request) -> Response:
         return await self._handle(request, self._grant)

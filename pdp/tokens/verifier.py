@@ -20,6 +20,16 @@ ACCESS_TOKEN_TYP: frozenset[str | None] = frozenset({"at+jwt"})
 REQUIRED_CLAIMS = ["iss", "sub", "aud", "exp", "iat", "jti", "client_id", "tenant"]
 
 
+def parse_bearer(authorization: str | None) -> str:
+    """The token from an `Authorization: Bearer <token>` value (HTTP header or gRPC metadata)."""
+    if not authorization:
+        fail("no bearer token")
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        fail("not a bearer token")
+    return token.strip()
+
+
 class Verifier:
     """Verifies access tokens issued by `issuer` for `audience` against a `KeyRing`.
 
@@ -72,6 +82,10 @@ class Verifier:
         subject, generation = self._verify_uncached(token)
         self._remember(digest, subject, generation)
         return subject
+
+    def verify_bearer(self, authorization: str | None) -> VerifiedSubject:
+        """Verify the token in an `authorization` value such as `Bearer eyJ...`."""
+        return self.verify(parse_bearer(authorization))
 
     def _verify_uncached(self, token: str) -> tuple[VerifiedSubject, int]:
         checks.check_size(token, self.max_token_bytes)

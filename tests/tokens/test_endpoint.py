@@ -384,3 +384,20 @@ def test_key_rotation_and_removal_reach_the_jwks(server: Server) -> None:
     with pytest.raises(InvalidToken):
         server.runtime.verifier.verify(old_token)
     assert "key_rotated" in [k for k, _ in server.events]
+
+
+def test_an_internal_failure_is_a_json_500_that_is_never_cached(server: Server) -> None:
+    import dataclasses
+
+    keys = server.runtime.keys
+    keys.snapshot = dataclasses.replace(keys.snapshot, signing=None)  # no key to sign with
+    resp = _post(
+        server,
+        "/oauth/token",
+        {"grant_type": "client_credentials"},
+        _basic("m2m", server.secrets["m2m"]),
+    )
+    assert resp.status_code == 500
+    assert resp.json() == {"error": "server_error"}
+    assert resp.headers["cache-control"] == "no-store"
+    assert server.secrets["m2m"] not in resp.text

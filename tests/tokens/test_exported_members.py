@@ -28,6 +28,7 @@ def test_exported_members() -> None:
         "build_tokens",
         "init_key_directory",
         "load_trusted_idps",
+        "parse_bearer",
     ]
     for name in pdp.tokens.__all__:
         assert getattr(pdp.tokens, name) is not None

@@ -414,3 +414,24 @@ def test_any_single_byte_change_is_refused(
     segment_ends = {j - 1 for j, c in enumerate(token) if c == "."} | {len(token) - 1}
     assert i in segment_ends
     assert subject == verifier.verify(token)
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        ("Bearer {t}", True),
+        ("bearer  {t} ", True),
+        ("Basic {t}", False),
+        ("Bearer", False),
+        ("", False),
+        (None, False),
+        ("{t}", False),
+    ],
+)
+def test_verify_bearer(forge: Forge, verifier: Verifier, value: str | None, ok: bool) -> None:
+    header = value.format(t=forge.sign()) if value is not None else None
+    if ok:
+        assert verifier.verify_bearer(header).subject == "user-1"
+    else:
+        with pytest.raises(InvalidToken):
+            verifier.verify_bearer(header)
