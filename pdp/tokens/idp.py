@@ -35,6 +35,13 @@ class TrustedIdP:
     roles_claim: str | None = None
     default_roles: tuple[str, ...] = ()
     scopes: tuple[str, ...] = ()  # the scopes an exchanged token may carry at most
+    # Two customers' IdPs can both have an `alice`: the subject id is namespaced by tenant
+    # ("acme/alice") so that relation tuples naming one can never match the other.
+    subject_prefix: str | None = None  # None = f"{tenant}/"; "" = the IdP's `sub` as is
+
+    def subject_id(self, sub: str) -> str:
+        prefix = f"{self.tenant}/" if self.subject_prefix is None else self.subject_prefix
+        return prefix + sub
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +97,7 @@ def load_trusted_idps(path: str | Path) -> list[TrustedIdP]:
                     roles_claim=entry.get("roles_claim"),
                     default_roles=tuple(entry.get("default_roles", ())),
                     scopes=tuple(entry.get("scopes", ())),
+                    subject_prefix=entry.get("subject_prefix"),
                 )
             )
         except KeyError as exc:
@@ -157,7 +165,7 @@ class IdPVerifier:
             roles = checks.str_list_claim(claims, idp.roles_claim)
         return ExternalIdentity(
             issuer=idp.issuer,
-            subject=checks.str_claim(claims, "sub"),
+            subject=idp.subject_id(checks.str_claim(claims, "sub")),
             tenant=idp.tenant,
             roles=roles,
             idp=idp,

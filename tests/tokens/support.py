@@ -118,7 +118,7 @@ class IdP:
         now = int(time.time())
         claims: dict[str, Any] = {
             "iss": self.issuer,
-            "sub": f"{self.tenant}-alice",
+            "sub": "alice",  # the same in every IdP on purpose
             "aud": self.audience,
             "exp": now + 300,
             "iat": now,

@@ -77,17 +77,17 @@ def test_authlib_exchange_refresh_revoke_and_introspect(
         )
         assert first["issued_token_type"] == "urn:ietf:params:oauth:token-type:access_token"
         subject = server.runtime.verifier.verify(first["access_token"])
-        assert (subject.subject, subject.tenant) == ("acme-alice", "acme")
+        assert (subject.subject, subject.tenant) == ("acme/alice", "acme")
 
         second = client.refresh_token(url, refresh_token=first["refresh_token"])
         assert second["refresh_token"] != first["refresh_token"]
-        assert server.runtime.verifier.verify(second["access_token"]).subject == "acme-alice"
+        assert server.runtime.verifier.verify(second["access_token"]).subject == "acme/alice"
 
         info = client.introspect_token(
             f"{server.base}/oauth/introspect", token=second["access_token"]
         ).json()
         assert info["active"] is True
-        assert info["sub"] == "acme-alice"
+        assert info["sub"] == "acme/alice"
         assert info["tenant"] == "acme"
 
         resp = client.revoke_token(

@@ -24,7 +24,7 @@ def test_good_id_token(idp_verifier: IdPVerifier, idps: tuple[IdP, IdP, Path]) -
     identity = idp_verifier.verify(idps[0].id_token(), tenant="acme")
     assert (identity.issuer, identity.subject, identity.tenant) == (
         idps[0].issuer,
-        "acme-alice",
+        "acme/alice",
         "acme",
     )
     assert identity.roles == ("member",)
@@ -144,3 +144,12 @@ def test_unusable_idp_keys_are_refused(tmp_path: Path, jwk: dict[str, str]) -> N
 def test_our_own_issuer_cannot_be_an_external_idp(idps: tuple[IdP, IdP, Path]) -> None:
     with pytest.raises(KeyConfigError):
         IdPVerifier(load_trusted_idps(idps[2]), own_issuer=idps[0].issuer)
+
+
+def test_subject_prefix_can_be_configured(idps: tuple[IdP, IdP, Path]) -> None:
+    doc = json.loads(idps[2].read_text())
+    doc["trusted_idps"][0]["subject_prefix"] = ""
+    path = idps[2].parent / "no_prefix.json"
+    path.write_text(json.dumps(doc))
+    verifier = IdPVerifier(load_trusted_idps(path), own_issuer=ISSUER)
+    assert verifier.verify(idps[0].id_token()).subject == "alice"

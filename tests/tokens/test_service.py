@@ -122,8 +122,8 @@ def test_exchange_lands_in_the_idps_tenant(
     acme, globex, _ = idps
     a = runtime.verifier.verify(_exchange(runtime, web, acme).access.token)
     g = runtime.verifier.verify(_exchange(runtime, web, globex).access.token)
-    assert (a.subject, a.tenant, a.roles) == ("acme-alice", "acme", ("member",))
-    assert (g.subject, g.tenant) == ("globex-alice", "globex")
+    assert (a.subject, a.tenant, a.roles) == ("acme/alice", "acme", ("member",))
+    assert (g.subject, g.tenant) == ("globex/alice", "globex")
 
 
 @pytest.mark.parametrize(
