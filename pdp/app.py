@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import grpc
 import uvicorn
@@ -130,7 +130,7 @@ class Sidecar:
             errors = (f"{type(exc).__name__}: {exc}",)
         self._rejected = Rejected(str(path), time.time(), errors)
         self.metrics.bundle_rejected()
-        active = cast("Bundle | None", self.engine.bundle)
+        active = self.engine.bundle
         self.audit.event(
             audit.BUNDLE_REJECTED,
             {
@@ -167,7 +167,7 @@ class Sidecar:
         return self.engine.read_tuples(**filters), revision
 
     def status(self) -> Status:
-        bundle = cast("Bundle | None", self.engine.bundle)
+        bundle = self.engine.bundle
         return Status(
             serving=bundle is not None,
             name=bundle.name if bundle else "",

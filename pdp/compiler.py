@@ -100,7 +100,8 @@ def compile_policy(policy: CheckedPolicy, store: TupleStore, env: Any, max_depth
     entries: dict[tuple[str, str], Entry] = {}
     for type_name, info in sorted(policy.types.items()):
         for action in sorted(info.actions):
-            forbids, permits = [], []
+            forbids: list[CompiledRule] = []
+            permits: list[CompiledRule] = []
             paths: set[tuple[str, str]] = set(binding_paths)
             uses_tuples = binding_tuples
             for rule in rules:

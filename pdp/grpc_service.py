@@ -21,9 +21,10 @@ from google.protobuf import struct_pb2, timestamp_pb2
 
 from pdp import audit
 from pdp._proto.pdp.v1 import pdp_pb2, pdp_pb2_grpc
-from pdp.engine import Engine, InvalidTuple
+from pdp.engine import Engine
 from pdp.metrics import Metrics
 from pdp.model import EMPTY, Decision, Effect, Entity, Reason, RelationTuple, Request, Value
+from pdp.tuple_schema import InvalidTuple
 
 if TYPE_CHECKING:
     from pdp.app import Sidecar

@@ -130,7 +130,7 @@ def run_tests(bundle: Bundle, name_filter: str = "") -> Report:
                     "; ".join(problems),
                 )
             )
-    all_rules = set(bundle.policy.rules and [r.name for r in bundle.policy.rules]) | {
+    all_rules = {r.name for r in bundle.policy.rules} | {
         f"role:{r}" for r, decl in bundle.policy.roles.items() if decl.grants or decl.parents
     }
     report.unexercised = sorted(all_rules - exercised)

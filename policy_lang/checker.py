@@ -147,7 +147,8 @@ class _Checker:
             self._check_attr_type(attr)
             info.attributes[attr.name] = attr
         seen: dict[str, Loc] = {}
-        for member in (*decl.relations, *decl.permissions):
+        members: list[ast.RelationDecl | ast.PermissionDecl] = [*decl.relations, *decl.permissions]
+        for member in members:
             if member.name in seen:
                 self._duplicate(
                     f"relation or permission on `{decl.name}`",

@@ -6,6 +6,8 @@ their line. Formatting is idempotent and never changes meaning (parse(format(x))
 
 from __future__ import annotations
 
+import json
+
 from policy_lang import ast
 from policy_lang.diagnostics import Loc
 from policy_lang.parser import parse
@@ -57,7 +59,7 @@ class _Comments:
         return out
 
     def attach(self, lines: list[tuple[str, int]], item: ast.Item) -> list[str]:
-        out = []
+        out: list[str] = []
         for text, line in lines:
             if line:
                 indent = text[: len(text) - len(text.lstrip())]
@@ -200,10 +202,9 @@ def _literal(v: ast.LiteralValue) -> str:
     if isinstance(v, int):
         return str(v)
     if isinstance(v, str):
-        import json
-
         return json.dumps(v)
-    return "[" + ", ".join(_literal(x) for x in sorted(v, key=lambda x: (str(type(x)), x))) + "]"
+    items: list[str | int] = sorted(v)  # a set literal holds one type (the parser ensures it)
+    return "[" + ", ".join(_literal(x) for x in items) + "]"
 
 
 def userset(e: ast.UsersetExpr, parent: int = 0) -> str:

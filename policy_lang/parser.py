@@ -126,7 +126,8 @@ def _next_item_start(text: str, pos: int) -> int | None:
 def _syntax_diagnostic(exc: UnexpectedInput, text: str, path: str) -> Diagnostic:
     line, col = exc.line if exc.line > 0 else 1, exc.column if exc.column > 0 else 1
     if isinstance(exc, UnexpectedCharacters):
-        found = text[exc.pos_in_stream : exc.pos_in_stream + 2]
+        pos = exc.pos_in_stream or 0
+        found = text[pos : pos + 2]
         found = found if found in _HINTS else found[:1]
         return Diagnostic(
             "syntax_error",
@@ -141,7 +142,7 @@ def _syntax_diagnostic(exc: UnexpectedInput, text: str, path: str) -> Diagnostic
     words = sorted({_TERMINAL_WORDS.get(t, _keyword(t)) for t in expected})
     found = str(token) if token is not None else ""
     at_end = not found or token.type == "$END"  # type: ignore[union-attr]
-    what = "end of file" if at_end else f"`{found}`"  # type: ignore[union-attr]
+    what = "end of file" if at_end else f"`{found}`"
     message = f"unexpected {what}"
     if words:
         message += "; expected " + (words[0] if len(words) == 1 else "one of " + ", ".join(words))
@@ -335,7 +336,7 @@ class _Builder(Transformer[Token, Any]):
             raise _BuildError(
                 Diagnostic("type_error", "a set holds values of one type", self._loc(meta))
             )
-        return ast.Literal(frozenset(values), self._loc(meta))
+        return ast.Literal(frozenset(values), self._loc(meta))  # type: ignore[arg-type]
 
     def path(self, meta: Meta, c: list[Any]) -> ast.Path:
         return ast.Path(str(c[0]), str(c[1]), self._loc(meta))
