@@ -113,6 +113,7 @@ class TokenEndpoint:
     ) -> None:
         self.service = service
         self.keys = keys
+        self.issuer = issuer_url  # RFC 8414: exactly the `iss` our tokens carry
         self.issuer_url = issuer_url.rstrip("/")
         self.max_body_bytes = max_body_bytes
 
@@ -203,7 +204,7 @@ class TokenEndpoint:
         base = self.issuer_url
         methods = ["client_secret_basic", "client_secret_post"]
         body = {
-            "issuer": base,
+            "issuer": self.issuer,
             "token_endpoint": f"{base}/oauth/token",
             "jwks_uri": f"{base}/.well-known/jwks.json",
             "revocation_endpoint": f"{base}/oauth/revoke",
