@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pdp.bundle import Bundle
 from pdp.cache import DecisionCache
@@ -31,6 +31,9 @@ class _Loaded:
     snapshot: Snapshot
     revision: str
     fail_open: frozenset[tuple[str, str]]
+    # Decisions are immutable, so equal outcomes under this snapshot share one object.
+    # INVARIANT: per snapshot, never per engine: a pinned batch may outlive a reload.
+    memo: dict[tuple[object, ...], Decision] = field(default_factory=dict)
 
 
 class Engine:
@@ -49,7 +52,6 @@ class Engine:
         )
         self._loaded: _Loaded | None = None
         self._load_lock = threading.Lock()
-        self._memo: dict[tuple[object, ...], Decision] = {}
 
     # ---- bundle lifecycle
     @property
@@ -75,7 +77,6 @@ class Engine:
             self.tuples.replace_base(bundle.tuples)
             if self._cache_ttl_override is None and settings.cache_ttl_seconds is not None:
                 self.cache.ttl = settings.cache_ttl_seconds
-            self._memo = {}
             self._loaded = loaded
             # Keys name their snapshot's entries, so old entries could never hit; drop them anyway.
             self.cache.clear()
@@ -123,8 +124,15 @@ class Engine:
     ) -> list[Decision]:
         """Answer each request independently, all on one bundle snapshot even if a reload lands
         meanwhile, so that a batch never mixes bundle revisions."""
-        loaded = self._loaded
-        return [self._check(loaded, r, explain, min_tuple_revision) for r in requests]
+        pinned = self.pin()
+        return [
+            pinned.check(r, explain=explain, min_tuple_revision=min_tuple_revision)
+            for r in requests
+        ]
+
+    def pin(self) -> PinnedEngine:
+        """A view that answers every check on the snapshot current now (for batches)."""
+        return PinnedEngine(self, self._loaded)
 
     def _check(
         self, loaded: _Loaded | None, request: Request, explain: bool, min_tuple_revision: int
@@ -286,14 +294,14 @@ class Engine:
         rev: int,
         not_found: bool = False,
     ) -> Decision:
-        # Decisions are immutable, so equal outcomes share one object instead of being rebuilt.
+        memo = loaded.memo
         memo_key = (effect, reason, rule_ids, rev, not_found)
-        decision = self._memo.get(memo_key)
+        decision = memo.get(memo_key)
         if decision is None:
-            if len(self._memo) > 10_000:
-                self._memo = {}
+            if len(memo) > 10_000:
+                memo.clear()
             decision = Decision(effect, reason, rule_ids, loaded.revision, rev, not_found)
-            self._memo[memo_key] = decision
+            memo[memo_key] = decision
         return decision
 
     def _error(
@@ -308,6 +316,19 @@ class Engine:
         return Decision(
             Effect.DENY, reason, rule_ids, loaded.revision, rev, not_found, errors=(message,)
         )
+
+
+class PinnedEngine:
+    __slots__ = ("_engine", "_loaded")
+
+    def __init__(self, engine: Engine, loaded: _Loaded | None) -> None:
+        self._engine = engine
+        self._loaded = loaded
+
+    def check(
+        self, request: Request, *, explain: bool = False, min_tuple_revision: int = 0
+    ) -> Decision:
+        return self._engine._check(self._loaded, request, explain, min_tuple_revision)
 
 
 class _Env:

@@ -21,7 +21,7 @@ from google.protobuf import struct_pb2, timestamp_pb2
 
 from pdp import audit
 from pdp._proto.pdp.v1 import pdp_pb2, pdp_pb2_grpc
-from pdp.engine import Engine
+from pdp.engine import Engine, PinnedEngine
 from pdp.metrics import Metrics
 from pdp.model import EMPTY, Decision, Effect, Entity, Reason, RelationTuple, Request, Value
 from pdp.tuple_schema import InvalidTuple
@@ -305,9 +305,10 @@ class AuthorizerServicer(pdp_pb2_grpc.AuthorizerServicer):
         req: Request,
         metadata: Callable[[], Any],
         out: pdp_pb2.CheckResponse,
+        engine: Engine | PinnedEngine | None = None,
     ) -> None:
         t0 = time.perf_counter()
-        dec = self._engine.check(
+        dec = (engine or self._engine).check(
             req, explain=msg.explain, min_tuple_revision=msg.min_tuple_revision
         )
         decision_id = self._hub.decision(req, dec, metadata)
@@ -348,6 +349,7 @@ class AuthorizerServicer(pdp_pb2_grpc.AuthorizerServicer):
         out = pdp_pb2.BatchCheckResponse()
         results = out.results
         metadata = context.invocation_metadata
+        pinned = self._engine.pin()  # one bundle revision for the whole batch, even across a reload
         for i, item in enumerate(items):
             result = results.add()
             result.correlation_id = item.correlation_id
@@ -358,7 +360,7 @@ class AuthorizerServicer(pdp_pb2_grpc.AuthorizerServicer):
                 result.error.code = code.value[0]
                 result.error.message = message
                 continue
-            self._decide(item.request, req, metadata, result.response)
+            self._decide(item.request, req, metadata, result.response, pinned)
         return out
 
     def Echo(

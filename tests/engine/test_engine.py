@@ -180,3 +180,12 @@ def test_answers_do_not_depend_on_file_or_tuple_order() -> None:
         d = e.check(Request(ALICE, "read", DOC))
         answers.add((d.effect, d.reason, d.rule_ids))
     assert answers == {(Effect.ALLOW, Reason.PERMITTED, ("a",))}
+
+
+def test_a_pinned_batch_never_mixes_bundle_revisions() -> None:
+    e = loaded(tuples=["doc:1#viewer@user:alice"])
+    pinned = e.pin()
+    e.load(bundle_from_text(POLICY, ["doc:1#viewer@user:alice"], revision="2"))
+    assert pinned.check(Request(ALICE, "read", DOC)).bundle_revision == "0"
+    assert e.check(Request(ALICE, "read", DOC)).bundle_revision == "2"
+    assert {d.bundle_revision for d in e.check_many([Request(ALICE, "read", DOC)] * 3)} == {"2"}
