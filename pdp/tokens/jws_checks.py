@@ -16,6 +16,11 @@ import orjson
 from pdp.tokens.errors import InvalidToken
 from pdp.tokens.keys import VerificationKey
 
+# pyjwt 2.9-2.12 carry advisories (alg allow-list bypass, JWKS refetch and decode DoS).
+_PYJWT_MIN = (2, 13)
+if tuple(int(p) for p in jwt.__version__.split(".")[:2]) < _PYJWT_MIN:
+    raise ImportError(f"pdp.tokens needs pyjwt >= 2.13, found {jwt.__version__}")
+
 DEFAULT_MAX_TOKEN_BYTES = 8 * 1024
 # Only these header parameters are accepted. Everything else is refused by name: `jku`, `x5u`,
 # `jwk`, `x5c` would point at or embed a key, `cty` would nest a token, `crit` would demand
