@@ -41,9 +41,13 @@ class RoleBinding:
     condition: ConditionFn | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Entry:
-    """Everything needed to decide one (resource type, action)."""
+    """Everything needed to decide one (resource type, action).
+
+    Compared and hashed by identity (eq=False): an Entry leads every cache key, and each
+    compile makes new Entries, so a reload can never hit a key made under the old bundle.
+    """
 
     resource_type: str
     action: str
@@ -193,7 +197,6 @@ _PY_TYPES = {
     "set<string>": "frozenset",
     "set<int>": "frozenset",
 }
-_SOURCES = {"subject": "S.attrs", "resource": "R.attrs", "context": "C"}
 
 
 def _key_function(
@@ -204,7 +207,8 @@ def _key_function(
     INVARIANT: the key holds every input the entry's decision can read, so two requests with equal
     keys (under one snapshot and tuple revision) must get the same decision.
     """
-    lines = ["def key(S, R, C):"]
+    lines = ["def key(S, R, C):", "    sg = S.attrs.get; rg = R.attrs.get; cg = C.get"]
+    getters = {"subject": "sg", "resource": "rg", "context": "cg"}
     values = ["S.type", "S.id", "R.id"]
     for i, (root, name) in enumerate(paths):
         if root != "context" and name in ("id", "type"):
@@ -216,10 +220,12 @@ def _key_function(
                 (t.attributes[name].type for t in policy.types.values() if name in t.attributes),
                 None,
             )
-        lines.append(f"    v{i} = {_SOURCES[root]}.get({name!r}, MISSING)")
+        lines.append(f"    v{i} = {getters[root]}({name!r}, MISSING)")
         if declared is not None:
+            # Exact type, not isinstance: True == 1 and hash(True) == hash(1), so a bool where an
+            # int belongs would otherwise share a cache key with a decision made for the int.
             lines.append(
-                f"    if v{i} is not MISSING and type(v{i}) is not {_PY_TYPES[declared]}: "
+                f"    if type(v{i}) is not {_PY_TYPES[declared]} and v{i} is not MISSING: "
                 f"raise AttributeTypeError({f'`{root}.{name}` must be {declared}'!r})"
             )
         values.append(f"v{i}")

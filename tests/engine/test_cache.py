@@ -186,3 +186,13 @@ def test_cached_engine_always_agrees_with_an_uncached_one(
             t = RelationTuple.parse(arg)
             for e in (cached, fresh):
                 e.write_tuples([t]) if op == "write" else e.write_tuples([], [t])
+
+
+def test_bool_and_int_never_share_a_cache_entry() -> None:
+    # True == 1 and hash(True) == hash(1): without exact type checks a decision made for
+    # level=1 could be served for level=True (or the other way round).
+    e = engine()
+    assert not e.check(Request(user(level=1), "read", DOC)).allowed
+    confused = e.check(Request(user(level=True), "read", DOC))
+    assert confused.reason is Reason.EVALUATION_ERROR
+    assert not confused.cached
