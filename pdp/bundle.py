@@ -109,7 +109,10 @@ def load_bundle(path: str | Path) -> Bundle:
             Diagnostic("no_policy", f"no `*{POLICY_SUFFIX}` policy files", Loc(str(root), 0, 0))
         )
     policy, found = check(parsed)
-    diags.extend(found)
+    if not any(d.code == "syntax_error" for d in diags):
+        # Names and types are checked only once every file parses: a file that failed to
+        # parse would only turn into misleading "unknown type" errors elsewhere.
+        diags.extend(found)
     diags.extend(_check_tuples(policy, tuples, diags))
     diags = with_sources(diags, sources)
     if any(d.is_error for d in diags):
@@ -213,7 +216,8 @@ def bundle_from_text(
         except PolicyError as exc:
             diags.extend(exc.diagnostics)
     checked, found = check(parsed)
-    diags.extend(found)
+    if not diags:  # as in load_bundle: check names and types once everything parses
+        diags.extend(found)
     located = []
     for i, t in enumerate(tuples, 1):
         try:

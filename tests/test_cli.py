@@ -1,0 +1,91 @@
+"""The policy authors' commands, run as a user would run them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pdp.cli import main
+
+SAAS = Path(__file__).parent.parent / "bundles" / "saas"
+ERIN = ["--subject", "user:erin", "--subject-attrs", '{"tenant": "acme", "roles": []}']
+SPEC = [
+    "--resource",
+    "document:spec-1",
+    "--resource-attrs",
+    '{"tenant": "acme", "owner": "alice", "classification": 0}',
+]
+
+
+def test_validate_ok(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", str(SAAS)]) == 0
+    assert "ok: bundle `saas`" in capsys.readouterr().out
+
+
+def test_validate_lists_every_error_and_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bundle = tmp_path / "b"
+    shutil.copytree(SAAS, bundle)
+    (bundle / "policies" / "bad.pdp").write_text(
+        "permit a: read on nowhere\npermit b: fly on document\n"
+    )
+    assert main(["validate", str(bundle)]) == 1
+    err = capsys.readouterr().err
+    assert "bad.pdp:1:1: error[unknown_type]: unknown type `nowhere`" in err
+    assert "bad.pdp:2:1: error[unknown_action]" in err
+    assert "^" in err
+
+
+def test_check_prints_the_decision_and_trace(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["check", str(SAAS), *ERIN, "--action", "read", *SPEC, "--explain"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert out["decision"] == "ALLOW"
+    assert out["rules"] == ["shared_read"]
+    assert any(step["id"] == "folder:acme-root#viewer" for step in out["trace"])
+
+
+def test_check_deny_exits_3_and_bad_input_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", str(SAAS), *ERIN, "--action", "delete", *SPEC]) == 3
+    assert json.loads(capsys.readouterr().out)["reason"] == "forbidden"
+    assert main(["check", str(SAAS), "--subject", "erin", "--action", "read", *SPEC]) == 2
+    assert "--subject: `erin` is not `type:id`" in capsys.readouterr().err
+
+
+def test_test_runner_json_and_filter(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["test", str(SAAS), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["failed"] == 0
+    assert report["passed"] >= 20
+    assert main(["test", str(SAAS), "--json", "--filter", "approver"]) == 0
+    filtered = json.loads(capsys.readouterr().out)
+    assert 0 < filtered["passed"] < report["passed"]
+
+
+def test_test_runner_reports_failures(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bundle = tmp_path / "b"
+    shutil.copytree(SAAS, bundle)
+    (bundle / "tests" / "wrong.test.toml").write_text(
+        '[entities]\n"user:x" = { tenant = "acme", roles = [] }\n'
+        '"document:spec-1" = { tenant = "acme", owner = "alice", classification = 0 }\n'
+        '[[test]]\nname = "wrongly expects allow"\nsubject = "user:x"\naction = "delete"\n'
+        'resource = "document:spec-1"\nexpect = "allow"\n'
+    )
+    assert main(["test", str(bundle)]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL wrongly expects allow" in out
+    assert "expected allow, got deny (forbidden, only_owner_deletes)" in out
+
+
+def test_fmt_check_and_write(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    f = tmp_path / "p.pdp"
+    f.write_text("type doc{actions read}\npermit p:read on doc when (true)\n")
+    assert main(["fmt", "--check", str(f)]) == 1
+    assert main(["fmt", "--write", str(f)]) == 0
+    assert main(["fmt", "--check", str(f)]) == 0
+    assert f.read_text() == "type doc {\n  actions read\n}\n\npermit p: read on doc\n  when true\n"
+    assert main(["fmt", "--check", str(SAAS)]) == 0  # the example bundle is canonical
