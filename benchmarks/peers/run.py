@@ -55,6 +55,8 @@ NOTES = {
     ("regopy", "abac"): "permit/forbid rules, `allow if { permit; not forbid }`",
     ("regopy", "rebac"): "`graph.reachable` over memberships and the folder chain",
     ("pdp", "rbac"): "our engine in process, cache off",
+    ("pdp", "abac"): "our engine in process, cache off",
+    ("pdp", "rebac"): "our engine in process, cache off; tuples via `Engine.write_tuples`",
 }
 
 
@@ -228,7 +230,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="shorter budgets")
     ap.add_argument("--only", nargs="*", help="peers to run (default: all)")
     ap.add_argument("--requests", type=int, default=500)
+    ap.add_argument(
+        "--render", action="store_true", help="rewrite PEERS.md from the last raw results"
+    )
     args = ap.parse_args(argv)
+    if args.render:
+        raw = json.loads(RAW.read_text(encoding="utf-8"))
+        OUT.write_text(markdown(raw["results"], raw["meta"]), encoding="utf-8")
+        return 0
     budget = 1.0 if args.quick else 3.0
     ensure_venv()
     peers = args.only or [*IN_PROCESS, "cerbos"]
