@@ -6,10 +6,11 @@ STAMP  := $(VENV)/.installed
 BUNDLE ?= bundles/saas
 LISTEN ?= 127.0.0.1:50051
 HTTP_LISTEN ?= 127.0.0.1:8181
+DATA_DIR ?= data
 PROTOS := $(shell find proto -name '*.proto' 2>/dev/null)
 PROTO_STAMP := pdp/_proto/.built
 
-.PHONY: run test lint typecheck check bench bench-quick bench-peers proto clean
+.PHONY: run dev-client test lint typecheck check bench bench-quick bench-peers proto clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,8 +26,18 @@ $(PROTO_STAMP): $(STAMP) $(PROTOS)
 
 proto: $(PROTO_STAMP)
 
+# --dev-keys: a signing key is made under $(DATA_DIR)/dev-keys (gitignored) on first run, so the token
+# endpoint, subject_token checks and admin tokens work on a fresh machine. Not for production.
 run: $(PROTO_STAMP)
-	$(VENV)/bin/pdp serve --bundle $(BUNDLE) --listen $(LISTEN) --http-listen $(HTTP_LISTEN)
+	$(VENV)/bin/pdp serve --bundle $(BUNDLE) --listen $(LISTEN) --http-listen $(HTTP_LISTEN) \
+		--data-dir $(DATA_DIR) --dev-keys
+
+# A client allowed every admin RPC, for `make run`: prints its secret once. Get a token with
+# curl -u dev-admin:SECRET -d grant_type=client_credentials http://$(HTTP_LISTEN)/oauth/token
+dev-client: $(STAMP)
+	mkdir -p $(DATA_DIR)
+	$(VENV)/bin/pdp tokens create-client --db $(DATA_DIR)/tokens.db --client-id dev-admin \
+		--tenant acme --scope admin --role admin
 
 test: $(PROTO_STAMP)
 	$(PY) -m pytest -q

@@ -1,5 +1,6 @@
-"""The composition root: builds the engine, audit, tuple log, reloader, gRPC and HTTP servers, and
-wires them together. `Sidecar` owns the side effects around the engine (audit, health, metrics).
+"""The composition root: builds the engine, audit, tuple log, reloader, token runtime, gRPC and HTTP
+servers, and wires them together. `Sidecar` owns the side effects around the engine (audit, health,
+metrics); `AdminAuth` guards the admin RPCs with bearer tokens.
 """
 
 from __future__ import annotations
@@ -22,16 +23,25 @@ from grpc_reflection.v1alpha import reflection
 from starlette.applications import Starlette
 from starlette.requests import Request as HttpRequest
 from starlette.responses import PlainTextResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Mount, Route
 
 from pdp import audit
 from pdp._proto.pdp.v1 import pdp_pb2, pdp_pb2_grpc
 from pdp.bundle import Bundle, BundleError, load_bundle
 from pdp.engine import Engine
-from pdp.grpc_service import AdminServicer, AuthorizerServicer, Limits, SubjectFromToken
+from pdp.grpc_service import (
+    AdminServicer,
+    AuthorizerServicer,
+    Limits,
+    ScopeRequired,
+    SubjectFromToken,
+    Unauthenticated,
+    to_status,
+)
 from pdp.metrics import Metrics
-from pdp.model import RelationTuple
+from pdp.model import Entity, RelationTuple
 from pdp.reloader import Reloader
+from pdp.tokens import TokenConfig, TokenRuntime, VerifiedSubject, Verifier, build_tokens
 from pdp.tuple_log import TupleLog
 
 log = logging.getLogger(__name__)
@@ -58,6 +68,10 @@ class Config:
     audit_backups: int = 5
     audit: audit.AuditSettings = field(default_factory=audit.AuditSettings)
     limits: Limits = field(default_factory=Limits)
+    # None: no token endpoint, no `subject_token`, and admin RPCs refused (see insecure_admin)
+    tokens: TokenConfig | None = None
+    # Admin RPCs without any credential. For local development only; logged loudly at start.
+    insecure_admin: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +218,106 @@ def http_routes(sidecar: Sidecar) -> list[BaseRoute]:
     return [Route("/metrics", metrics), Route("/healthz", healthz)]
 
 
+# The scope each admin RPC needs (`admin` covers them all). An admin method missing here needs
+# `admin` itself: a new RPC is closed until someone decides who may call it.
+ADMIN_PREFIX = "/" + pdp_pb2.DESCRIPTOR.services_by_name["Admin"].full_name + "/"
+ADMIN_SCOPES = {
+    ADMIN_PREFIX + "WriteTuples": "tuples:write",
+    ADMIN_PREFIX + "DeleteTuples": "tuples:write",
+    ADMIN_PREFIX + "ReadTuples": "tuples:read",
+    ADMIN_PREFIX + "SubscribeAudit": "audit:read",
+    ADMIN_PREFIX + "BundleStatus": "audit:read",
+}
+_NO_VERIFIER = (
+    "admin calls need a bearer token, and no token verifier is configured "
+    "(start with token keys, or --insecure-admin for local development)"
+)
+
+
+class AdminAuth(grpc.ServerInterceptor):  # type: ignore[misc]  # grpc ships no type hints
+    """Bearer-token authentication and scope check on every `pdp.v1.Admin` call; other services
+    (Check above all) pass through untouched. `verifier` None refuses every admin call."""
+
+    def __init__(self, verifier: Verifier | None) -> None:
+        self._verifier = verifier
+
+    def authorize(self, method: str, authorization: str | None) -> VerifiedSubject:
+        """The caller, or `Unauthenticated` / `InvalidToken` / `ScopeRequired`."""
+        if self._verifier is None:
+            raise Unauthenticated(_NO_VERIFIER)
+        caller = self._verifier.verify_bearer(authorization)
+        scope = ADMIN_SCOPES.get(method, "admin")
+        if not caller.allows(scope):
+            raise ScopeRequired(scope)
+        return caller
+
+    def intercept_service(
+        self, continuation: Callable[[Any], Any], details: grpc.HandlerCallDetails
+    ) -> Any:
+        handler = continuation(details)
+        method: str = details.method
+        if handler is None or not method.startswith(ADMIN_PREFIX):
+            return handler
+        authorization = None
+        for key, value in details.invocation_metadata or ():
+            if key == "authorization" and isinstance(value, str):
+                authorization = value
+                break
+        try:
+            caller = self.authorize(method, authorization)
+        except Exception as exc:
+            return _refusal(handler, *to_status(exc))
+        log.debug("admin call %s by %s (client %s)", method, caller.subject, caller.client_id)
+        return handler
+
+
+def _refusal(handler: Any, code: grpc.StatusCode, message: str) -> Any:
+    """A handler of the same shape as `handler` that only answers `code`."""
+
+    def refuse(_request: object, context: grpc.ServicerContext) -> None:
+        context.abort(code, message)
+
+    kwargs = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.response_streaming:
+        return grpc.unary_stream_rpc_method_handler(refuse, **kwargs)
+    return grpc.unary_unary_rpc_method_handler(refuse, **kwargs)
+
+
+def subjects_from(verifier: Verifier, entity_type: str = "user") -> SubjectFromToken:
+    """`subject_token` -> the engine's subject entity. Verifies on every call (the verifier's own
+    cache makes a hot token cost about a microsecond, and a revocation evicts it at once)."""
+    entities: dict[VerifiedSubject, Entity] = {}
+
+    def subject_from_token(token: str) -> Entity:
+        subject = verifier.verify(token)  # raises InvalidToken: UNAUTHENTICATED, never a decision
+        entity = entities.get(subject)  # a verified subject maps to one immutable entity
+        if entity is None:
+            if len(entities) >= 50_000:
+                entities.clear()
+            entity = entities[subject] = subject.to_entity(entity_type)
+        return entity
+
+    return subject_from_token
+
+
+# Token events reach the audit stream as identifiers only; these names are never copied even if a
+# future event were to carry them.
+_NEVER_AUDITED = frozenset(
+    {"token", "access_token", "refresh_token", "subject_token", "secret", "client_secret", "key"}
+)
+
+
+def token_audit_hook(hub: audit.AuditHub) -> Callable[[str, dict[str, Any]], None]:
+    def on_event(kind: str, fields: dict[str, Any]) -> None:
+        kept = {k: v for k, v in fields.items() if k not in _NEVER_AUDITED}
+        hub.event(audit.TOKEN, {"event": kind, "fields": kept})
+
+    return on_event
+
+
 def _bind(hostport: str) -> socket.socket:
     host, _, port = hostport.rpartition(":")
     host = host.strip("[]") or "127.0.0.1"
@@ -242,6 +356,11 @@ class App:
             if cfg.audit_file is not None
             else None
         )
+        self.tokens: TokenRuntime | None = None
+        if cfg.tokens is not None:
+            self.tokens = build_tokens(cfg.tokens, on_event=token_audit_hook(self.audit))
+            if subject_from_token is None:
+                subject_from_token = subjects_from(self.tokens.verifier)
         self.reloader: Reloader[Bundle] = Reloader(
             cfg.bundle,
             load=load_bundle,
@@ -252,6 +371,17 @@ class App:
             self.engine, self.audit, self.metrics, cfg.limits, subject_from_token
         )
         self.admin = AdminServicer(self.sidecar, cfg.limits)
+        interceptors = []
+        if cfg.insecure_admin:
+            log.warning(
+                "INSECURE: --insecure-admin is set: anyone who can reach %s may write tuples, "
+                "read them and stream the audit log without a credential",
+                cfg.listen,
+            )
+        else:
+            interceptors.append(AdminAuth(self.tokens.verifier if self.tokens else None))
+            if self.tokens is None:
+                log.warning("no token keys configured: admin RPCs are refused")
         # Threaded server, measured faster than grpc.aio here (see benchmarks/grpc_load.py).
         # Each audit stream holds a worker, so the pool has room for every allowed subscriber.
         self.server = grpc.server(
@@ -259,6 +389,7 @@ class App:
                 max_workers=cfg.workers + cfg.audit.max_subscribers,
                 thread_name_prefix="grpc",
             ),
+            interceptors=interceptors,
             options=[
                 ("grpc.max_receive_message_length", cfg.limits.max_message_bytes),
                 ("grpc.max_send_message_length", cfg.limits.max_message_bytes),
@@ -275,6 +406,10 @@ class App:
         if self.grpc_port == 0 and not cfg.listen.startswith("unix:"):
             raise OSError(f"cannot listen on {cfg.listen}")
         self.http_routes: list[BaseRoute] = [*http_routes(self.sidecar), *extra_routes]
+        if self.tokens is not None:
+            # /oauth/*, /.well-known/*; its lifespan does not run when mounted: see _maintain
+            self.http_routes.append(Mount("", app=self.tokens.app()))
+        self._maintenance: threading.Thread | None = None
         self.http_port = 0
         self._http: uvicorn.Server | None = None
         self._http_thread: threading.Thread | None = None
@@ -311,6 +446,11 @@ class App:
             )
         if self.cfg.watch:
             self.reloader.start()
+        if self.tokens is not None:
+            self._maintenance = threading.Thread(
+                target=self._maintain, args=(self.tokens,), name="token-maintenance", daemon=True
+            )
+            self._maintenance.start()
         self.server.start()
         if self._http_sock is not None:
             app = Starlette(routes=self.http_routes)
@@ -321,6 +461,15 @@ class App:
                 target=self._http.run, kwargs={"sockets": [sock]}, name="http", daemon=True
             )
             self._http_thread.start()
+
+    def _maintain(self, tokens: TokenRuntime) -> None:
+        """Key reloads (rotation without restart) and other processes' revocations, on a timer,
+        whether or not the HTTP side runs."""
+        while not self._stopped.wait(tokens.config.maintenance_interval):
+            try:
+                tokens.maintain()
+            except Exception:  # keep the last good keys; the next pass tries again
+                log.exception("token maintenance failed")
 
     def stop(self, grace: float | None = None) -> None:
         """Graceful: stop accepting, let in-flight calls finish, then flush the audit sinks."""
@@ -336,6 +485,10 @@ class App:
             self._http.should_exit = True
             if self._http_thread is not None:
                 self._http_thread.join(5.0)
+        if self._maintenance is not None:
+            self._maintenance.join(5.0)
+        if self.tokens is not None:
+            self.tokens.close()  # after the HTTP side: no request may find the store closed
         if self.file_sink is not None:
             self.file_sink.close()
         self.audit.close()

@@ -26,8 +26,9 @@ DECISION = "decision"
 BUNDLE_LOADED = "bundle_loaded"
 BUNDLE_REJECTED = "bundle_rejected"
 TUPLES_WRITTEN = "tuples_written"
+TOKEN = "token"  # token endpoint and key events: detail `event` (issued, revoked, ...) and `fields`
 GAP = "gap"
-KINDS = frozenset({DECISION, BUNDLE_LOADED, BUNDLE_REJECTED, TUPLES_WRITTEN})
+KINDS = frozenset({DECISION, BUNDLE_LOADED, BUNDLE_REJECTED, TUPLES_WRITTEN, TOKEN})
 
 MASK = "***"
 # Credentials never reach an event, whatever the configuration says.

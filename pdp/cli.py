@@ -1,4 +1,5 @@
-"""The `pdp` command: `serve` for the sidecar; `validate`, `check`, `test`, `fmt` for policy authors."""
+"""The `pdp` command: `serve` for the sidecar; `validate`, `check`, `test`, `fmt` for policy authors;
+`tokens` for clients and signing keys."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ def main(argv: list[str] | None = None) -> int:
     from pdp import authoring_cli
 
     authoring_cli.add_commands(sub)
+    from pdp.tokens import admin_cli
+
+    admin_cli.add_commands(sub)
     try:
         from pdp import serve_cli
     except ImportError:  # the sidecar is optional while the engine is being built

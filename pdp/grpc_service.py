@@ -1,7 +1,8 @@
 """The gRPC servicers: convert protobuf messages to `pdp.model` values and back, nothing more.
 
-Exceptions: `RequestInvalid(ValueError)` names the offending field. `to_status` is the one place
-an internal exception becomes a gRPC status.
+Exceptions: `RequestInvalid(ValueError)` names the offending field; `Unauthenticated(PermissionError)`
+is a missing or unusable credential, `ScopeRequired(PermissionError)` a valid one without the scope
+the call needs. `to_status` is the one place an internal exception becomes a gRPC status.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pdp._proto.pdp.v1 import pdp_pb2, pdp_pb2_grpc
 from pdp.engine import Engine, PinnedEngine
 from pdp.metrics import Metrics
 from pdp.model import EMPTY, Decision, Effect, Entity, Reason, RelationTuple, Request, Value
+from pdp.tokens.errors import InvalidToken
 from pdp.tuple_schema import InvalidTuple
 
 if TYPE_CHECKING:
@@ -38,6 +40,18 @@ class RequestInvalid(ValueError):
     def __init__(self, field: str, problem: str) -> None:
         super().__init__(f"{field}: {problem}")
         self.field = field
+
+
+class Unauthenticated(PermissionError):
+    """No credential, or one this server cannot accept (UNAUTHENTICATED, never a decision)."""
+
+
+class ScopeRequired(PermissionError):
+    """A valid credential that lacks the scope the call needs: a deny (PERMISSION_DENIED)."""
+
+    def __init__(self, scope: str) -> None:
+        super().__init__(f"this call needs the `{scope}` scope (or `admin`)")
+        self.scope = scope
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +71,11 @@ def to_status(exc: BaseException) -> tuple[grpc.StatusCode, str]:
         return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
     if isinstance(exc, audit.TooManySubscribers):
         return grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)
-    if isinstance(exc, PermissionError):  # what a subject-token verifier raises
+    if isinstance(exc, ScopeRequired):  # before PermissionError: known caller, no permission
+        return grpc.StatusCode.PERMISSION_DENIED, str(exc)
+    if isinstance(exc, InvalidToken):  # a short fixed reason, never the token itself
+        return grpc.StatusCode.UNAUTHENTICATED, f"invalid token: {exc}"
+    if isinstance(exc, PermissionError):  # what any other subject-token verifier raises
         return grpc.StatusCode.UNAUTHENTICATED, str(exc) or "invalid subject token"
     log.exception("internal error", exc_info=exc)
     # never echo internals (paths, values, secrets) to a caller
@@ -288,7 +306,9 @@ class AuthorizerServicer(pdp_pb2_grpc.AuthorizerServicer):
             subject = self._entity(msg.subject, f"{path}subject")
         elif which == "subject_token":
             if self._subject_from_token is None:
-                raise PermissionError(f"{path}subject_token: no token verifier is configured")
+                raise Unauthenticated(f"{path}subject_token: no token verifier is configured")
+            # INVARIANT: the token is verified on every call, before the decision cache is
+            # consulted, so a revoked or expired token can never reach a cached decision.
             subject = self._subject_from_token(msg.subject_token)
         else:
             raise RequestInvalid(f"{path}subject", "is required (or subject_token)")

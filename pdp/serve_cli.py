@@ -11,7 +11,10 @@ import os
 import sys
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pdp.tokens import TokenConfig
 
 # (key, type, default, help). The key is the flag (`--http-listen`), the env var (`PDP_HTTP_LISTEN`)
 # and the TOML key (`http_listen`).
@@ -27,7 +30,8 @@ _OPTIONS: list[tuple[str, type, Any, str]] = [
         "http_listen",
         str,
         "",
-        "HOST:PORT for the HTTP side (/metrics, /healthz; later the token endpoint); empty = off",
+        "HOST:PORT for the HTTP side (/metrics, /healthz, and the token endpoint when token keys "
+        "are set); empty = off",
     ),
     ("data_dir", Path, Path("data"), "directory for durable state (tuples.db, SQLite in WAL mode)"),
     ("workers", int, 16, "gRPC worker threads"),
@@ -49,6 +53,31 @@ _OPTIONS: list[tuple[str, type, Any, str]] = [
     ),
     ("max_batch", int, 1000, "most items in one BatchCheck"),
     ("log_level", str, "INFO", "DEBUG, INFO, WARNING or ERROR"),
+    (
+        "token_key_dir",
+        Path,
+        None,
+        "directory of signing keys: enables subject_token checks, admin tokens and the token "
+        "endpoint (`pdp tokens init-keys` creates one)",
+    ),
+    ("token_db", Path, None, "SQLite file of clients and revocations (default DATA_DIR/tokens.db)"),
+    ("token_issuer", str, "", "`iss` of our tokens, also the token endpoint's public base URL"),
+    ("token_audience", str, "pdp", "the `aud` this deployment accepts"),
+    ("trusted_idps", Path, None, "JSON file of trusted customer identity providers"),
+    ("access_token_lifetime", int, 600, "access-token lifetime in seconds"),
+]
+# On/off switches: `--no-watch` on the command line, `PDP_NO_WATCH=1`, `no_watch = true`.
+_SWITCHES: list[tuple[str, str]] = [
+    ("no_watch", "do not reload the bundle when its files change"),
+    (
+        "dev_keys",
+        "development: create a signing key under DATA_DIR/dev-keys if none is given, and serve "
+        "tokens with it (issuer defaults to http://HTTP_LISTEN)",
+    ),
+    (
+        "insecure_admin",
+        "development only: admin RPCs (tuple writes, audit stream) without any credential",
+    ),
 ]
 
 
@@ -77,12 +106,13 @@ def add_command(subparsers: Any) -> None:
         metavar="FILE",
         help="TOML file of the settings above (keys like `http_listen`) [env PDP_CONFIG]",
     )
-    p.add_argument(
-        "--no-watch",
-        action="store_true",
-        default=None,
-        help="do not reload the bundle when its files change [env PDP_NO_WATCH]",
-    )
+    for key, help_ in _SWITCHES:
+        p.add_argument(
+            "--" + key.replace("_", "-"),
+            action="store_true",
+            default=None,
+            help=f"{help_} [env PDP_{key.upper()}]",
+        )
     p.set_defaults(handler=run)
 
 
@@ -90,8 +120,8 @@ def settings(args: argparse.Namespace, environ: dict[str, str] | None = None) ->
     """Merge defaults < config file < environment < flags."""
     env = os.environ if environ is None else environ
     merged: dict[str, Any] = {key: default for key, _, default, _ in _OPTIONS}
-    merged["no_watch"] = False
-    types = {key: typ for key, typ, _, _ in _OPTIONS} | {"no_watch": _bool}
+    merged |= {key: False for key, _ in _SWITCHES}
+    types = {key: typ for key, typ, _, _ in _OPTIONS} | {key: _bool for key, _ in _SWITCHES}
     config_file = args.config or (Path(env["PDP_CONFIG"]) if env.get("PDP_CONFIG") else None)
     if config_file is not None:
         with config_file.open("rb") as f:
@@ -114,6 +144,33 @@ def _bool(value: object) -> bool:
     if isinstance(value, bool):
         return value
     return str(value).strip().lower() in {"1", "true", "yes", "on"}
+
+
+def token_config(s: dict[str, Any]) -> TokenConfig | None:
+    """The token settings, or None when tokens are off (no key directory and no --dev-keys)."""
+    from pdp.tokens import admin_cli, init_key_directory
+
+    data_dir = Path(s["data_dir"])
+    key_dir, issuer = s["token_key_dir"], s["token_issuer"]
+    if s["dev_keys"]:
+        if key_dir is None:
+            key_dir = data_dir / "dev-keys"
+            init_key_directory(key_dir)  # idempotent: keeps the key a previous run made
+        if not issuer:
+            issuer = f"http://{s['http_listen'] or 'localhost'}"
+        logging.getLogger(__name__).warning(
+            "development keys in %s and issuer %s: not for production", key_dir, issuer
+        )
+    return admin_cli.config_from_args(
+        argparse.Namespace(
+            token_key_dir=key_dir,
+            token_db=s["token_db"] or (data_dir / "tokens.db" if key_dir else None),
+            token_issuer=issuer,
+            token_audience=s["token_audience"],
+            trusted_idps=s["trusted_idps"],
+            access_token_lifetime=s["access_token_lifetime"],
+        )
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -143,6 +200,8 @@ def run(args: argparse.Namespace) -> int:
             mask=frozenset(m.strip() for m in s["audit_mask"].split(",") if m.strip()),
         ),
         limits=dataclasses.replace(grpc_service.Limits(), max_batch=s["max_batch"]),
+        tokens=token_config(s),
+        insecure_admin=s["insecure_admin"],
     )
     sidecar = app.App(cfg)
 

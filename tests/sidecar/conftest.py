@@ -1,4 +1,5 @@
-"""Fixtures: a real sidecar on an ephemeral loopback port, built from a copy of the test bundle."""
+"""Fixtures: a real sidecar on an ephemeral loopback port, built from a copy of the test bundle,
+with real token keys: the `admin` stub carries a bearer token holding the `admin` scope."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ import pytest
 
 from pdp._proto.pdp.v1 import pdp_pb2_grpc
 from pdp.app import App, Config
+from pdp.tokens import TokenConfig, init_key_directory
+
+from .support import AUDIENCE, ISSUER, Authed, mint
 
 BASIC = Path(__file__).parent / "bundles" / "basic"
 
@@ -23,7 +27,22 @@ def bundle_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def make_app(tmp_path: Path, bundle_dir: Path) -> Iterator[Callable[..., App]]:
+def token_config(tmp_path: Path) -> TokenConfig:
+    """Shared by every app a test makes, so tokens and revocations outlive a restart."""
+    init_key_directory(tmp_path / "keys")
+    return TokenConfig(
+        key_dir=tmp_path / "keys",
+        db_path=tmp_path / "tokens.db",
+        issuer=ISSUER,
+        audience=AUDIENCE,
+        maintenance_interval=0.2,
+    )
+
+
+@pytest.fixture
+def make_app(
+    tmp_path: Path, bundle_dir: Path, token_config: TokenConfig
+) -> Iterator[Callable[..., App]]:
     apps: list[App] = []
 
     def make(**overrides: object) -> App:
@@ -33,6 +52,7 @@ def make_app(tmp_path: Path, bundle_dir: Path) -> Iterator[Callable[..., App]]:
             "data_dir": tmp_path / "data",
             "watch": False,
             "workers": 8,
+            "tokens": token_config,
         }
         fields.update(overrides)
         app = App(Config(**fields))  # type: ignore[arg-type]
@@ -62,5 +82,10 @@ def authz(channel: grpc.Channel) -> pdp_pb2_grpc.AuthorizerStub:
 
 
 @pytest.fixture
-def admin(channel: grpc.Channel) -> pdp_pb2_grpc.AdminStub:
-    return pdp_pb2_grpc.AdminStub(channel)
+def admin_token(app: App) -> str:
+    return mint(app, scopes=("admin",))
+
+
+@pytest.fixture
+def admin(channel: grpc.Channel, admin_token: str) -> Authed:
+    return Authed(pdp_pb2_grpc.AdminStub(channel), admin_token)

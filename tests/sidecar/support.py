@@ -1,12 +1,18 @@
-"""Request builders shared by the sidecar tests."""
+"""Request builders and token helpers shared by the sidecar tests."""
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 from pdp._proto.pdp.v1 import pdp_pb2
+from pdp.app import App
 from pdp.client import check_request
 from pdp.model import Entity, RelationTuple
+
+ISSUER = "https://auth.sidecar.test"
+AUDIENCE = "pdp-sidecar-test"
+_clients = itertools.count(1)
 
 ALICE = Entity("user", "alice", {"tenant": "acme", "role": "editor"})
 MALLORY = Entity("user", "mallory", {"tenant": "evil", "role": "editor"})
@@ -32,3 +38,42 @@ def tuple_pb(text: str) -> pdp_pb2.RelationTuple:
         subject_id=t.subject_id,
         subject_relation=t.subject_relation,
     )
+
+
+def mint(
+    app: App,
+    *,
+    scopes: tuple[str, ...] = (),
+    tenant: str = "acme",
+    roles: tuple[str, ...] = (),
+    subject: str | None = None,
+) -> str:
+    """An access token from the app's own token service (client credentials, a fresh client)."""
+    assert app.tokens is not None, "this app has no token keys"
+    service = app.tokens.service
+    client_id = f"test-client-{next(_clients)}"
+    secret = service.create_client(
+        client_id, tenant=tenant, scopes=scopes, roles=roles, subject=subject
+    )
+    client = service.authenticate_client(client_id, secret, "127.0.0.1")
+    return service.client_credentials(client, None).access.token
+
+
+def bearer(token: str) -> tuple[tuple[str, str]]:
+    return (("authorization", f"Bearer {token}"),)
+
+
+class Authed:
+    """A stub whose every call carries `authorization: Bearer <token>` metadata."""
+
+    def __init__(self, stub: Any, token: str) -> None:
+        self._stub = stub
+        self._metadata = bearer(token)
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._stub, name)
+
+        def call(request: Any, **kwargs: Any) -> Any:
+            return method(request, metadata=self._metadata, **kwargs)
+
+        return call

@@ -15,7 +15,7 @@ from pdp._proto.pdp.v1 import pdp_pb2, pdp_pb2_grpc
 from pdp.app import App
 from pdp.model import Decision, Effect, Entity, Reason, Request
 
-from .support import MALLORY, req
+from .support import MALLORY, bearer, mint, req
 
 REQ = Request(
     Entity("user", "a", {"ssn": "123", "tenant": "t"}),
@@ -105,9 +105,10 @@ def _stream(
     stop_after: int,
 ) -> grpc.Channel:
     ch = grpc.insecure_channel(app.grpc_target)
+    token = mint(app, scopes=("audit:read",))
 
     def run() -> None:
-        stream = pdp_pb2_grpc.AdminStub(ch).SubscribeAudit(request)
+        stream = pdp_pb2_grpc.AdminStub(ch).SubscribeAudit(request, metadata=bearer(token))
         ready.set()
         for ev in stream:
             out.append(ev)

@@ -15,7 +15,7 @@ from pdp._proto.pdp.v1 import pdp_pb2, pdp_pb2_grpc
 from pdp.app import App
 from pdp.reloader import Reloader
 
-from .support import req
+from .support import Authed, mint, req
 
 
 def _write(path: Path, text: str) -> None:
@@ -101,7 +101,7 @@ def test_bad_bundle_is_kept_out_while_the_good_one_serves(
     events = app.audit.subscribe(audit.Filter(kinds=frozenset({audit.BUNDLE_REJECTED})))
     _write(bundle_dir / "policy.pdp", "permit oops: read on nosuchtype\n")
     with grpc.insecure_channel(app.grpc_target) as ch:
-        admin = pdp_pb2_grpc.AdminStub(ch)
+        admin = Authed(pdp_pb2_grpc.AdminStub(ch), mint(app, scopes=("audit:read",)))
         _wait(lambda: admin.BundleStatus(pdp_pb2.BundleStatusRequest()).HasField("last_rejected"))
         st = admin.BundleStatus(pdp_pb2.BundleStatusRequest())
         assert st.serving

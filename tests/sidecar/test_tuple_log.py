@@ -16,7 +16,7 @@ from pdp.app import App
 from pdp.model import RelationTuple
 from pdp.tuple_log import TupleLog
 
-from .support import MALLORY, doc, req, tuple_pb
+from .support import MALLORY, Authed, doc, mint, req, tuple_pb
 
 T1 = RelationTuple.parse("document:a#owner@user:x")
 T2 = RelationTuple.parse("document:b#viewer@group:eng#member")
@@ -35,8 +35,9 @@ def test_overlay_keeps_the_latest_state_per_tuple(tmp_path: Path) -> None:
 
 def test_restart_keeps_written_and_deleted_tuples(make_app: Callable[..., App]) -> None:
     app = make_app()
+    token = mint(app, scopes=("tuples:write", "tuples:read"))
     with grpc.insecure_channel(app.grpc_target) as ch:
-        admin = pdp_pb2_grpc.AdminStub(ch)
+        admin = Authed(pdp_pb2_grpc.AdminStub(ch), token)
         admin.WriteTuples(
             pdp_pb2.WriteTuplesRequest(
                 writes=[tuple_pb("document:m#owner@user:mallory")],
@@ -69,6 +70,7 @@ def _spawn(bundle: Path, data: Path) -> tuple[subprocess.Popen[str], str]:
             "--data-dir",
             str(data),
             "--no-watch",
+            "--insecure-admin",  # this test is about durability; admin auth has its own tests
             "--log-level",
             "WARNING",
         ],
