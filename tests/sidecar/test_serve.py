@@ -12,8 +12,12 @@ import time
 from pathlib import Path
 
 import grpc
+import httpx
+import pytest
 
 from pdp import serve_cli
+from pdp._proto.pdp.v1.pdp_pb2 import BundleStatusRequest
+from pdp._proto.pdp.v1.pdp_pb2_grpc import AdminStub
 from pdp.client import CLIENT_ERROR, Client
 
 from .support import ALICE, doc
@@ -34,6 +38,55 @@ def test_flags_beat_environment_beat_file(tmp_path: Path) -> None:
     assert s["workers"] == 5
     assert s["max_batch"] == 7
     assert s["http_listen"] == ""
+
+
+def test_switches_come_from_flags_environment_and_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "pdp.toml"
+    cfg.write_text("insecure_admin = true\n")
+    s = serve_cli.settings(_args("--config", str(cfg), "--dev-keys"), {"PDP_NO_WATCH": "1"})
+    assert (s["insecure_admin"], s["dev_keys"], s["no_watch"]) == (True, True, True)
+    assert serve_cli.settings(_args(), {})["insecure_admin"] is False
+
+
+def test_dev_keys_serve_tokens_and_guard_admin(bundle_dir: Path, tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pdp.serve_cli",
+            "--bundle",
+            str(bundle_dir),
+            "--listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            str(tmp_path / "d"),
+            "--no-watch",
+            "--dev-keys",
+            "--log-level",
+            "ERROR",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert proc.stdout is not None
+    try:
+        line = proc.stdout.readline()
+        target = line.split("grpc=")[1].split()[0]
+        http = line.split("http=")[1].split()[0]
+        jwks = httpx.get(f"http://{http}/.well-known/jwks.json", timeout=5).json()
+        assert len(jwks["keys"]) == 1
+        assert (tmp_path / "d" / "dev-keys" / "current").exists()
+        with grpc.insecure_channel(target) as ch:
+            with pytest.raises(grpc.RpcError) as info:
+                AdminStub(ch).BundleStatus(BundleStatusRequest(), timeout=5)
+            assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+        proc.stdout.close()
 
 
 def test_sigterm_drains_in_flight_calls(bundle_dir: Path, tmp_path: Path) -> None:
