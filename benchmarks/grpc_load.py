@@ -3,6 +3,9 @@
 `python -m benchmarks.grpc_load [--bundle DIR] [--seconds S]`. Starts `pdp serve` in a subprocess on
 an ephemeral loopback port; reports p50/p90/p99 with one client, throughput at 8 and 32 concurrent
 clients, and decisions/s for BatchCheck of 100, each as a ratio to Echo (same payload size, no work).
+
+`--tokens`: Check with a `subject_token` (obtained from the server's own /oauth/token) against Check
+with the same subject spelled out, same bundle and resource: latency and throughput ratios.
 """
 
 from __future__ import annotations
@@ -30,7 +33,17 @@ SUBJECT = Entity(
 RESOURCE = Entity("document", "d1", {"tenant": "acme", "owner": "bob", "classification": 0})
 
 
-def start_server(bundle: str, data_dir: str) -> tuple[subprocess.Popen[str], str]:
+def start_server(
+    bundle: str, data_dir: str, extra: tuple[str, ...] = ()
+) -> tuple[subprocess.Popen[str], str]:
+    proc, target, _ = start_server_http(bundle, data_dir, extra)
+    return proc, target
+
+
+def start_server_http(
+    bundle: str, data_dir: str, extra: tuple[str, ...] = ()
+) -> tuple[subprocess.Popen[str], str, str]:
+    """The server, its gRPC target and its HTTP address ("" when the HTTP side is off)."""
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -44,7 +57,8 @@ def start_server(bundle: str, data_dir: str) -> tuple[subprocess.Popen[str], str
             data_dir,
             "--no-watch",
             "--log-level",
-            "WARNING",
+            "ERROR",
+            *extra,
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -55,7 +69,8 @@ def start_server(bundle: str, data_dir: str) -> tuple[subprocess.Popen[str], str
     if not line.startswith("pdp: serving grpc="):
         proc.kill()
         raise SystemExit(f"server did not start: {line!r}")
-    return proc, line.split("grpc=")[1].split()[0]
+    http = line.split("http=")[1].split()[0] if " http=" in line else ""
+    return proc, line.split("grpc=")[1].split()[0], http
 
 
 def percentile(sorted_values: list[float], p: float) -> float:
@@ -101,13 +116,107 @@ async def throughput(
         return count / (time.perf_counter() - t0)
 
 
+def _row(name: str, v: list[float]) -> str:
+    return (
+        f"  {name:<26} {percentile(v, 0.5) * 1e3:7.3f} {percentile(v, 0.9) * 1e3:7.3f} "
+        f"{percentile(v, 0.99) * 1e3:7.3f}"
+    )
+
+
+def _ratio(name: str, a: list[float], b: list[float], note: str = "") -> str:
+    return (
+        f"  {name:<26} {percentile(a, 0.5) / percentile(b, 0.5):7.2f} "
+        f"{percentile(a, 0.9) / percentile(b, 0.9):7.2f} "
+        f"{percentile(a, 0.99) / percentile(b, 0.99):7.2f}{note}"
+    )
+
+
+def token_mode(args: argparse.Namespace) -> int:
+    """Check with a token vs Check with the identical explicit subject."""
+    import httpx
+
+    from pdp.tokens import admin_cli
+
+    with tempfile.TemporaryDirectory() as data:
+        proc, target, http = start_server_http(
+            args.bundle, data, ("--http-listen", "127.0.0.1:0", "--dev-keys")
+        )
+        try:
+            secret = admin_cli.create_client(
+                f"{data}/tokens.db", "bench", tenant="acme", roles=("editor",), scopes=("docs",)
+            )
+            resp = httpx.post(
+                f"http://{http}/oauth/token",
+                data={"grant_type": "client_credentials"},
+                auth=("bench", secret),
+                timeout=10,
+            )
+            resp.raise_for_status()
+            token = resp.json()["access_token"]
+            # what the sidecar derives from the token's claims, spelled out by the caller
+            subject = Entity(
+                "user",
+                "bench",
+                {
+                    "tenant": "acme",
+                    "roles": frozenset({"editor"}),
+                    "scopes": frozenset({"docs"}),
+                    "client_id": "bench",
+                },
+            )
+            explicit = check_request(subject, "read", RESOURCE)
+            with_token = pdp_pb2.CheckRequest(
+                subject_token=token, action="read", resource=explicit.resource
+            )
+            with grpc.insecure_channel(target) as ch:
+                stub = pdp_pb2_grpc.AuthorizerStub(ch)
+                a, b = stub.Check(explicit), stub.Check(with_token)
+            assert (a.decision, list(a.rule_ids)) == (b.decision, list(b.rule_ids)), (a, b)
+            print(
+                f"both answer {pdp_pb2.Effect.Name(a.decision)} rules={list(a.rule_ids)}; "
+                f"token {len(token)} bytes, request {with_token.ByteSize()} vs "
+                f"{explicit.ByteSize()} bytes"
+            )
+            lat = latency(
+                target,
+                {
+                    "check (explicit subject)": lambda s: s.Check(explicit),
+                    "check (subject_token)": lambda s: s.Check(with_token),
+                },
+                args.calls,
+            )
+            print("\none client, latency (ms)      p50     p90     p99")
+            for name, v in lat.items():
+                print(_row(name, v))
+            t, e = lat["check (subject_token)"], lat["check (explicit subject)"]
+            print(_ratio("token/explicit ratio", t, e, "   (target <= 1.2)"))
+            print("\nthroughput (calls/s)")
+            for n in (8,):
+                er = asyncio.run(throughput(target, lambda s: s.Check(explicit), n, args.seconds))
+                tr = asyncio.run(throughput(target, lambda s: s.Check(with_token), n, args.seconds))
+                print(
+                    f"  {n:>2} clients: explicit {er:8.0f}  token {tr:8.0f}  ratio {tr / er:5.2f}"
+                )
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(15)
+            if proc.stdout is not None:
+                proc.stdout.close()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--bundle", default="bundles/saas")
     ap.add_argument("--target", default="", help="use a running sidecar instead of starting one")
     ap.add_argument("--seconds", type=float, default=3.0, help="per throughput measurement")
     ap.add_argument("--calls", type=int, default=3000, help="latency samples per RPC")
+    ap.add_argument(
+        "--tokens", action="store_true", help="Check with a subject_token vs an explicit subject"
+    )
     args = ap.parse_args(argv)
+    if args.tokens:
+        return token_mode(args)
 
     check = check_request(SUBJECT, "read", RESOURCE)
     echo = pdp_pb2.EchoRequest(payload=b"x" * check.ByteSize())
