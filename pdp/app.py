@@ -30,6 +30,7 @@ from pdp._proto.pdp.v1 import pdp_pb2, pdp_pb2_grpc
 from pdp.bundle import Bundle, BundleError, load_bundle
 from pdp.engine import Engine
 from pdp.grpc_service import (
+    ADMIN_CALLER,
     AdminServicer,
     AuthorizerServicer,
     Limits,
@@ -155,8 +156,9 @@ class Sidecar:
         )
 
     def write_tuples(
-        self, writes: Sequence[RelationTuple], deletes: Sequence[RelationTuple]
+        self, writes: Sequence[RelationTuple], deletes: Sequence[RelationTuple], by: str = ""
     ) -> int:
+        """Validate, log durably, apply, audit. `by`: the authenticated caller, for the audit."""
         self.engine.validate_tuples(writes)
         with self._write_lock:
             # INVARIANT: durable before visible, so no check sees a write a crash could lose
@@ -172,6 +174,7 @@ class Sidecar:
                 "writes": [str(t) for t in writes],
                 "deletes": [str(t) for t in deletes],
                 "tuple_revision": revision,
+                "by": by,
             },
         )
         return revision
@@ -267,8 +270,27 @@ class AdminAuth(grpc.ServerInterceptor):  # type: ignore[misc]  # grpc ships no 
             caller = self.authorize(method, authorization)
         except Exception as exc:
             return _refusal(handler, *to_status(exc))
-        log.debug("admin call %s by %s (client %s)", method, caller.subject, caller.client_id)
-        return handler
+        if handler.response_streaming:  # the audit stream: nothing it does needs the caller
+            return handler
+        return _as_caller(handler, caller.subject)
+
+
+def _as_caller(handler: Any, subject: str) -> Any:
+    """`handler` with ADMIN_CALLER set to `subject` while it runs (in the worker thread)."""
+    behavior = handler.unary_unary
+
+    def call(request: object, context: grpc.ServicerContext) -> Any:
+        reset = ADMIN_CALLER.set(subject)
+        try:
+            return behavior(request, context)
+        finally:
+            ADMIN_CALLER.reset(reset)
+
+    return grpc.unary_unary_rpc_method_handler(
+        call,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
 
 
 def _refusal(handler: Any, code: grpc.StatusCode, message: str) -> Any:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import bisect
+import contextvars
 import logging
 import threading
 import time
@@ -86,6 +87,11 @@ def _abort(context: grpc.ServicerContext, exc: BaseException) -> NoReturn:
     code, message = to_status(exc)
     context.abort(code, message)
     raise AssertionError("unreachable")  # context.abort always raises
+
+
+# Who an admin call is made by (the verified token's `sub`), set by the admin interceptor for the
+# duration of the call; "" when admin calls are not authenticated (--insecure-admin).
+ADMIN_CALLER: contextvars.ContextVar[str] = contextvars.ContextVar("admin_caller", default="")
 
 
 # ---- protobuf -> model ---------------------------------------------------------------------
@@ -417,7 +423,7 @@ class AdminServicer(pdp_pb2_grpc.AdminServicer):
                 raise RequestInvalid(
                     "deletes", f"`{min(both)}` is both written and deleted in one call"
                 )
-            revision = self._sidecar.write_tuples(writes, deletes)
+            revision = self._sidecar.write_tuples(writes, deletes, by=ADMIN_CALLER.get())
         except Exception as exc:
             _abort(context, exc)
         return pdp_pb2.WriteTuplesResponse(tuple_revision=revision)
@@ -426,7 +432,8 @@ class AdminServicer(pdp_pb2_grpc.AdminServicer):
         self, request: pdp_pb2.DeleteTuplesRequest, context: grpc.ServicerContext
     ) -> pdp_pb2.WriteTuplesResponse:
         try:
-            revision = self._sidecar.write_tuples([], self._tuples(request.tuples, "tuples"))
+            deletes = self._tuples(request.tuples, "tuples")
+            revision = self._sidecar.write_tuples([], deletes, by=ADMIN_CALLER.get())
         except Exception as exc:
             _abort(context, exc)
         return pdp_pb2.WriteTuplesResponse(tuple_revision=revision)

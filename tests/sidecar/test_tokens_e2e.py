@@ -360,7 +360,11 @@ def test_admin_calls_need_a_token_with_the_right_scope(dep: Deployment) -> None:
     assert code_of(lambda: user.BundleStatus(status)) == denied
 
     writer = Authed(dep.admin, dep.token("writer"))
+    written = dep.app.audit.subscribe(audit.Filter(kinds=frozenset({audit.TUPLES_WRITTEN})))
     assert writer.WriteTuples(write).tuple_revision > 0
+    ev = written.get(5)
+    assert ev is not None
+    assert ev.detail["by"] == "writer"  # the audit says who wrote
     assert writer.DeleteTuples(pdp_pb2.DeleteTuplesRequest(tuples=list(write.writes)))
     assert code_of(lambda: writer.ReadTuples(read)) == denied  # write does not imply read
     reader = Authed(dep.admin, dep.token("reader"))
