@@ -33,7 +33,7 @@ IN_PROCESS = ["pdp", "cedarpy", "pycasbin", "regopy"]
 SCENARIOS = {
     "rbac": "RBAC: 50 roles in a 4-level hierarchy, 200 grants, roles from the token",
     "abac": "ABAC: multi-tenant documents (tenant match, clearance >= classification, owner, forbids)",
-    "rebac_100000": "ReBAC: `view = viewer + editor + owner + parent->view`, nested groups, folder chains, ~92k tuples",
+    "rebac_100000": "ReBAC: `view = viewer + editor + owner + parent->view`, nested groups, folder chains, ~100k tuples",
 }
 NOTES = {
     (
@@ -50,7 +50,7 @@ NOTES = {
     (
         "pycasbin",
         "rebac",
-    ): "groups as `g`, folder tree as `g2`, each grant a `p` line (~57k lines, scanned per call)",
+    ): "groups as `g`, folder tree as `g2`, each grant a `p` line (~60k lines, scanned per call)",
     ("regopy", "rbac"): "`graph.reachable` over role parents; query of the package document",
     ("regopy", "abac"): "permit/forbid rules, `allow if { permit; not forbid }`",
     ("regopy", "rebac"): "`graph.reachable` over memberships and the folder chain",
