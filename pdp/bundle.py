@@ -80,7 +80,8 @@ def load_bundle(path: str | Path) -> Bundle:
     files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
     digest = hashlib.sha256()
     parsed: list[ast.PolicyFile] = []
-    tuples: list[tuple[RelationTuple, Loc]] = []
+    tuples: list[_Located] = []
+    names: dict[str, str] = {}  # one string for each distinct type, id and relation
     tests: list[tuple[str, dict[str, Any]]] = []
     for file in files:
         name = str(file)
@@ -98,7 +99,7 @@ def load_bundle(path: str | Path) -> Bundle:
                 diags.extend(exc.diagnostics)
         elif file.name.endswith(TUPLE_SUFFIX):
             sources[name] = text
-            tuples.extend(_tuples(text, name, diags))
+            tuples.extend(_tuples(text, name, diags, names))
         elif file.name.endswith(TEST_SUFFIX):
             try:
                 tests.append((name, tomllib.loads(text)))
@@ -123,7 +124,7 @@ def load_bundle(path: str | Path) -> Bundle:
         revision=revision,
         settings=settings,
         policy=policy,
-        tuples=tuple(sorted({t for t, _ in tuples})),
+        tuples=_distinct(tuples),
         tests=tuple(tests),
         path=root,
         warnings=tuple(d for d in diags if not d.is_error),
@@ -162,22 +163,29 @@ def _settings(manifest: dict[str, Any], where: str, diags: list[Diagnostic]) -> 
     return Settings(float(ttl) if ttl is not None else None, depth, frozenset(pairs))
 
 
-def _tuples(text: str, name: str, diags: list[Diagnostic]) -> list[tuple[RelationTuple, Loc]]:
+# A tuple read from a file with where it came from: (tuple, file, line). A Loc is made only for
+# the tuples that turn out to be wrong; a million of them would cost seconds and 100 MB.
+_Located = tuple[RelationTuple, str, int]
+
+
+def _tuples(text: str, name: str, diags: list[Diagnostic], names: dict[str, str]) -> list[_Located]:
     out = []
+    loads = orjson.loads
+    from_parts = RelationTuple.from_parts
     for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip() or line.lstrip().startswith("//"):
+        if not line or line.isspace() or line.lstrip().startswith("//"):
             continue
         try:
-            obj = orjson.loads(line)
-            if isinstance(obj, str):
+            obj = loads(line)
+            if isinstance(obj, dict) and "tuple" not in obj:
+                t = from_parts(obj["object"], obj["relation"], obj["subject"], names)
+            elif isinstance(obj, str):
                 t = RelationTuple.parse(obj)
-            elif isinstance(obj, dict) and "tuple" in obj:
-                t = RelationTuple.parse(str(obj["tuple"]))
             elif isinstance(obj, dict):
-                t = RelationTuple.parse(f"{obj['object']}#{obj['relation']}@{obj['subject']}")
+                t = RelationTuple.parse(str(obj["tuple"]))
             else:
                 raise TupleSyntaxError("expected an object with `object`, `relation`, `subject`")
-            out.append((t, Loc(name, lineno, 1)))
+            out.append((t, name, lineno))
         except (orjson.JSONDecodeError, TupleSyntaxError, KeyError) as exc:
             message = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
             diags.append(Diagnostic("tuple_error", message, Loc(name, lineno, 1)))
@@ -185,17 +193,22 @@ def _tuples(text: str, name: str, diags: list[Diagnostic]) -> list[tuple[Relatio
 
 
 def _check_tuples(
-    policy: CheckedPolicy, tuples: list[tuple[RelationTuple, Loc]], diags: list[Diagnostic]
+    policy: CheckedPolicy, tuples: list[_Located], diags: list[Diagnostic]
 ) -> list[Diagnostic]:
     if any(d.is_error for d in diags):
         return []  # the schema itself is broken; tuple errors would only be noise
     out = []
-    for t, loc in tuples:
+    for t, name, lineno in tuples:
         try:
             validate_tuple(policy, t)
         except InvalidTuple as exc:
-            out.append(Diagnostic("tuple_error", str(exc), loc))
+            out.append(Diagnostic("tuple_error", str(exc), Loc(name, lineno, 1)))
     return out
+
+
+def _distinct(tuples: list[_Located]) -> tuple[RelationTuple, ...]:
+    """Each tuple once, in file order (files are read sorted, so the order is stable)."""
+    return tuple(dict.fromkeys(t for t, _, _ in tuples))
 
 
 def bundle_from_text(
@@ -218,14 +231,11 @@ def bundle_from_text(
     checked, found = check(parsed)
     if not diags:  # as in load_bundle: check names and types once everything parses
         diags.extend(found)
-    located = []
+    located: list[_Located] = []
     for i, t in enumerate(tuples, 1):
         try:
             located.append(
-                (
-                    t if isinstance(t, RelationTuple) else RelationTuple.parse(t),
-                    Loc("<tuples>", i, 1),
-                )
+                (t if isinstance(t, RelationTuple) else RelationTuple.parse(t), "<tuples>", i)
             )
         except TupleSyntaxError as exc:
             diags.append(Diagnostic("tuple_error", str(exc), Loc("<tuples>", i, 1)))
@@ -238,7 +248,7 @@ def bundle_from_text(
         revision=revision,
         settings=settings or Settings(),
         policy=checked,
-        tuples=tuple(sorted({t for t, _ in located})),
+        tuples=_distinct(located),
         tests=(),
         path=Path("."),
         warnings=tuple(d for d in diags if not d.is_error),

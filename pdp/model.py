@@ -6,7 +6,7 @@ All are frozen and slotted: a decision handed out (or cached) can never be chang
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from types import MappingProxyType
@@ -35,6 +35,9 @@ class Reason(StrEnum):
     NO_BUNDLE = "no_bundle"  # no valid bundle is loaded
     STALE_TUPLES = "stale_tuples"  # the caller asked for a tuple revision we do not have yet
     FAIL_OPEN = "fail_open"  # an audited fail-open tier allowed despite an error
+
+
+_ALLOW = Effect.ALLOW  # bound once: enum member lookups are slow on Python 3.11
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,13 +82,19 @@ class Decision:
 
     @property
     def allowed(self) -> bool:
-        return self.effect is Effect.ALLOW
+        return self.effect is _ALLOW
 
 
 _TUPLE_RE = re.compile(
     r"^(?P<ot>[A-Za-z_][\w-]*):(?P<oid>[^#@\s]+)#(?P<rel>[A-Za-z_]\w*)"
     r"@(?P<st>[A-Za-z_][\w-]*):(?P<sid>[^#@\s]+)(?:#(?P<srel>[A-Za-z_]\w*))?$"
 )
+
+
+# The same shapes as _TUPLE_RE, one field at a time, for tuples that arrive already split.
+_TYPE_NAME = re.compile(r"[A-Za-z_][\w-]*").fullmatch
+_OBJECT_ID = re.compile(r"[^#@\s]+").fullmatch
+_RELATION = re.compile(r"[A-Za-z_]\w*").fullmatch
 
 
 class TupleSyntaxError(ValueError):
@@ -115,9 +124,87 @@ class RelationTuple:
             )
         return cls(m["ot"], m["oid"], m["rel"], m["st"], m["sid"], m["srel"] or "")
 
+    @classmethod
+    def from_parts(
+        cls, obj: object, relation: object, subject: object, names: dict[str, str] | None = None
+    ) -> RelationTuple:
+        """`("doc:1", "viewer", "group:eng#member")` as a tuple: what `parse` accepts, without
+        joining and re-splitting the text. `names`, if given, shares equal ids between tuples.
+        """
+        if isinstance(obj, str) and isinstance(relation, str) and isinstance(subject, str):
+            ot, colon, oid = obj.partition(":")
+            st, colon2, rest = subject.partition(":")
+            sid, hash_, srel = rest.partition("#")
+            ot, st, rel = _known(ot, _TYPE_NAME), _known(st, _TYPE_NAME), _known(relation)
+            if (
+                colon
+                and colon2
+                and ot
+                and st
+                and rel
+                and (_known(srel) if hash_ else not srel)
+                and _OBJECT_ID(oid)
+                and _OBJECT_ID(sid)
+            ):
+                if names is not None:
+                    oid, sid = names.setdefault(oid, oid), names.setdefault(sid, sid)
+                return _build(cls, ot, oid, rel, st, sid, _known(srel) if hash_ else "")
+        # Anything else takes the one general path, for its exact acceptance and error message.
+        return cls.parse(f"{obj}#{relation}@{subject}")
+
     def __str__(self) -> str:
         tail = f"#{self.subject_relation}" if self.subject_relation else ""
         return (
             f"{self.object_type}:{self.object_id}#{self.relation}"
             f"@{self.subject_type}:{self.subject_id}{tail}"
         )
+
+
+# Type and relation names come from a schema: few, and each seen a million times in a big bundle.
+# Each valid one is kept (bounded) and handed back, so equal names are also one shared string.
+_KNOWN: dict[tuple[str, bool], str] = {}
+_KNOWN_MAX = 4096
+
+
+def _known(name: str, pattern: Callable[[str], object] = _RELATION) -> str:
+    """`name` if it matches `pattern` (the shared copy once seen), else ""."""
+    key = (name, pattern is _TYPE_NAME)
+    held = _KNOWN.get(key)
+    if held is not None:
+        return held
+    if not pattern(name):
+        return ""
+    if len(_KNOWN) < _KNOWN_MAX:
+        _KNOWN[key] = name
+    return name
+
+
+# Filling the slots directly skips the frozen dataclass's per-field `object.__setattr__` calls: the
+# bundle path builds a million tuples whose fields were all just checked.
+_SLOTS = tuple(
+    getattr(RelationTuple, f).__set__
+    for f in (
+        "object_type",
+        "object_id",
+        "relation",
+        "subject_type",
+        "subject_id",
+        "subject_relation",
+    )
+)
+
+
+def _build(
+    cls: type[RelationTuple], ot: str, oid: str, rel: str, st: str, sid: str, srel: str
+) -> RelationTuple:
+    if cls is not RelationTuple:
+        return cls(ot, oid, rel, st, sid, srel)
+    t: RelationTuple = object.__new__(cls)
+    s0, s1, s2, s3, s4, s5 = _SLOTS
+    s0(t, ot)
+    s1(t, oid)
+    s2(t, rel)
+    s3(t, st)
+    s4(t, sid)
+    s5(t, srel)
+    return t

@@ -6,10 +6,25 @@ over it, so a bundle reload replaces the base without losing a single written tu
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Iterable, Iterator
 
 from pdp.model import RelationTuple
+
+# A collection of index members with set semantics (`in`, iteration, no duplicates). Small ones are
+# tuples, promoted to a set past a threshold: a 1-tuple costs 48 bytes, the emptiest set 216, and
+# most keys hold one or two members. A tuple is never changed in place, only replaced, so a reader
+# that fetched one keeps a consistent value. INVARIANT: never a bare `str` (`in` would be a
+# substring test), never empty (an emptied key is deleted).
+Members = tuple[str, ...] | set[str]
+Userset = tuple[str, str, str]  # (subject type, subject id, subject relation), pre-split
+Usersets = tuple[Userset, ...] | dict[Userset, None]
+
+# Up to this many members a key holds a tuple. `subjects` is on the check hot path (`subject in
+# found` scans a tuple), so it stays small there; the other maps are only read by writes and reads.
+_HOT_SMALL = 16
+_COLD_SMALL = 64
 
 
 def object_key(object_type: str, object_id: str, relation: str) -> str:
@@ -22,20 +37,26 @@ def subject_key(subject_type: str, subject_id: str, subject_relation: str = "") 
 
 
 class TupleStore:
-    """Readers never lock: each index is a plain dict of sets replaced or mutated under the GIL.
+    """Readers never lock: each index is a plain dict whose values are replaced or mutated under the GIL.
 
-    INVARIANT: `subjects[k]` holds every subject of object-relation `k`; `usersets[k]` holds the
-    subset that are usersets (`group:eng#member`), pre-split, so a check never parses strings.
+    INVARIANT: `subjects[k]` holds every visible subject of object-relation `k`; `usersets[k]` holds
+    the subset that are usersets (`group:eng#member`), pre-split, so a check never parses strings.
+
+    Visible = (base - deleted) | added, as keys only: no RelationTuple is kept. The base is not
+    stored apart from the index; a visible tuple is in the base unless it is an overlay add
+    (`_added`) that no bundle holds (`_both`), and a tombstone remembers whether it hid a base tuple.
+    Keys are interned, so an object key or subject key is one string however many tuples share it.
     """
 
     def __init__(self) -> None:
         self.revision = 0
-        self.subjects: dict[str, set[str]] = {}
-        self.usersets: dict[str, dict[tuple[str, str, str], None]] = {}
-        self._reverse: dict[str, set[str]] = {}
-        self._base: set[RelationTuple] = set()
-        self._added: set[RelationTuple] = set()
-        self._deleted: set[RelationTuple] = set()
+        self.subjects: dict[str, Members] = {}
+        self.usersets: dict[str, Usersets] = {}
+        self._reverse: dict[str, Members] = {}  # subject key -> object keys
+        self._split: dict[str, Userset] = {}  # userset subject key -> its shared pre-split form
+        self._added: dict[str, Members] = {}  # overlay adds: object key -> subject keys
+        self._both: set[tuple[str, str]] = set()  # overlay adds that the current base also holds
+        self._deleted: dict[tuple[str, str], bool] = {}  # tombstones -> "hides a base tuple"
         self._write_lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -45,30 +66,64 @@ class TupleStore:
     def replace_base(self, tuples: Iterable[RelationTuple]) -> int:
         """Swap in a new bundle's tuples; the written overlay stays on top."""
         with self._write_lock:
-            new_base = set(tuples)
-            old_visible = (self._base - self._deleted) | self._added
-            new_visible = (new_base - self._deleted) | self._added
-            for t in old_visible - new_visible:
-                self._unindex(t)
-            for t in new_visible - old_visible:
-                self._index(t)
-            self._base = new_base
+            deleted = self._deleted
+            if not self.subjects and not deleted:
+                # First load (or an empty store): everything is new, nothing to compare against.
+                for t in tuples:
+                    self._index(*_keys(t), t)
+                self._both = set()
+                self.revision += 1
+                return self.revision
+            incoming: dict[str, Members] = {}
+            pending: list[tuple[str, str, RelationTuple]] = []
+            for t in tuples:
+                okey, skey = _keys(t)
+                if _add(incoming, okey, skey, _COLD_SMALL):
+                    pending.append((okey, skey, t))
+            added = self._added
+            for okey, subs in list(self.subjects.items()):
+                new = incoming.get(okey)
+                mine = added.get(okey)
+                for skey in tuple(subs):  # _unindex may change a set in place
+                    if (new is None or skey not in new) and (mine is None or skey not in mine):
+                        self._unindex(okey, skey)
+            for okey, skey, t in pending:
+                if not deleted or (okey, skey) not in deleted:
+                    self._index(okey, skey, t)
+            self._both = {
+                (okey, skey)
+                for okey, subs in added.items()
+                if okey in incoming
+                for skey in subs
+                if skey in incoming[okey]
+            }
+            for key in deleted:
+                new = incoming.get(key[0])
+                deleted[key] = new is not None and key[1] in new
             self.revision += 1
             return self.revision
 
     def write(self, writes: Iterable[RelationTuple], deletes: Iterable[RelationTuple]) -> int:
         with self._write_lock:
             for t in deletes:
+                okey, skey = _keys(t)
                 # A tombstone even for tuples the current base lacks: the next bundle (or the
                 # first one, when the durable log is replayed before any bundle) may hold them.
-                self._added.discard(t)
-                self._deleted.add(t)
-                self._unindex(t)
+                self._deleted[(okey, skey)] = self._in_base(okey, skey)
+                _discard(self._added, okey, skey, _COLD_SMALL)
+                self._both.discard((okey, skey))
+                self._unindex(okey, skey)
             for t in writes:
-                self._deleted.discard(t)
-                if t not in self._base:
-                    self._added.add(t)
-                self._index(t)
+                okey, skey = _keys(t)
+                if self._deleted:
+                    in_base = self._deleted.pop((okey, skey), None)
+                    if in_base is None:
+                        in_base = self._in_base(okey, skey)
+                else:
+                    in_base = self._in_base(okey, skey)
+                if not in_base:
+                    _add(self._added, okey, skey, _COLD_SMALL)
+                self._index(okey, skey, t)
             self.revision += 1
             return self.revision
 
@@ -80,35 +135,37 @@ class TupleStore:
         with self._write_lock:
             self.revision = max(self.revision, revision)
 
-    def _index(self, t: RelationTuple) -> None:
-        okey = object_key(t.object_type, t.object_id, t.relation)
-        skey = subject_key(t.subject_type, t.subject_id, t.subject_relation)
-        self.subjects.setdefault(okey, set()).add(skey)
-        if t.subject_relation:
-            self.usersets.setdefault(okey, {})[
-                (t.subject_type, t.subject_id, t.subject_relation)
-            ] = None
-        self._reverse.setdefault(skey, set()).add(okey)
+    def _in_base(self, okey: str, skey: str) -> bool:
+        """Whether the current bundle holds this tuple (visible or hidden by a tombstone)."""
+        if self._deleted:
+            hidden = self._deleted.get((okey, skey))
+            if hidden is not None:
+                return hidden
+        subs = self.subjects.get(okey)
+        if subs is None or skey not in subs:
+            return False
+        mine = self._added.get(okey)
+        return mine is None or skey not in mine or (okey, skey) in self._both
 
-    def _unindex(self, t: RelationTuple) -> None:
-        okey = object_key(t.object_type, t.object_id, t.relation)
-        skey = subject_key(t.subject_type, t.subject_id, t.subject_relation)
-        subjects = self.subjects.get(okey)
-        if subjects is not None:
-            subjects.discard(skey)
-            if not subjects:
-                del self.subjects[okey]
+    def _index(self, okey: str, skey: str, t: RelationTuple) -> None:
+        if not _add(self.subjects, okey, skey, _HOT_SMALL):
+            return
         if t.subject_relation:
-            usersets = self.usersets.get(okey)
-            if usersets is not None:
-                usersets.pop((t.subject_type, t.subject_id, t.subject_relation), None)
-                if not usersets:
-                    del self.usersets[okey]
-        objects = self._reverse.get(skey)
-        if objects is not None:
-            objects.discard(okey)
-            if not objects:
-                del self._reverse[skey]
+            split = self._split.get(skey)
+            if split is None:
+                split = self._split[skey] = (t.subject_type, t.subject_id, t.subject_relation)
+            _add_userset(self.usersets, okey, split)
+        _add(self._reverse, skey, okey, _COLD_SMALL)
+
+    def _unindex(self, okey: str, skey: str) -> None:
+        if not _discard(self.subjects, okey, skey, _HOT_SMALL):
+            return
+        split = self._split.get(skey)
+        if split is not None:
+            _discard_userset(self.usersets, okey, split)
+        _discard(self._reverse, skey, okey, _COLD_SMALL)
+        if split is not None and skey not in self._reverse:
+            del self._split[skey]
 
     # ---- reads
     def contains(self, t: RelationTuple) -> bool:
@@ -151,6 +208,77 @@ class TupleStore:
         out = [t for t in candidates if _matches(t, want)]
         out.sort()
         return out
+
+
+def _keys(t: RelationTuple) -> tuple[str, str]:
+    """The interned (object key, subject key) of a tuple: equal keys become one shared string."""
+    okey = sys.intern(f"{t.object_type}:{t.object_id}#{t.relation}")
+    if t.subject_relation:
+        return okey, sys.intern(f"{t.subject_type}:{t.subject_id}#{t.subject_relation}")
+    return okey, sys.intern(f"{t.subject_type}:{t.subject_id}")
+
+
+def _add(index: dict[str, Members], key: str, member: str, small: int) -> bool:
+    """Add `member` under `key`; False if it was there already."""
+    held = index.get(key)
+    if held is None:
+        index[key] = (member,)
+        return True
+    if member in held:
+        return False
+    if isinstance(held, set):
+        held.add(member)
+    elif len(held) < small:
+        index[key] = (*held, member)  # a new tuple: a reader holding the old one is unaffected
+    else:
+        index[key] = {*held, member}
+    return True
+
+
+def _discard(index: dict[str, Members], key: str, member: str, small: int) -> bool:
+    """Remove `member` from `key`, dropping the key once empty; False if it was not there."""
+    held = index.get(key)
+    if held is None or member not in held:
+        return False
+    if isinstance(held, set):
+        if len(held) > small // 2:
+            held.discard(member)
+            return True
+        held = tuple(held)  # shrunk well below the threshold: back to a tuple
+    rest = tuple(m for m in held if m != member)
+    if rest:
+        index[key] = rest
+    else:
+        del index[key]
+    return True
+
+
+def _add_userset(index: dict[str, Usersets], key: str, member: Userset) -> None:
+    held = index.get(key)
+    if held is None:
+        index[key] = (member,)
+    elif member in held:
+        return
+    elif isinstance(held, dict):
+        held[member] = None
+    elif len(held) < _HOT_SMALL:
+        index[key] = (*held, member)
+    else:
+        index[key] = dict.fromkeys((*held, member))
+
+
+def _discard_userset(index: dict[str, Usersets], key: str, member: Userset) -> None:
+    held = index.get(key)
+    if held is None or member not in held:
+        return
+    if isinstance(held, dict) and len(held) > _HOT_SMALL // 2:
+        del held[member]
+        return
+    rest = tuple(m for m in held if m != member)
+    if rest:
+        index[key] = rest
+    else:
+        del index[key]
 
 
 def _from_keys(okey: str, skey: str) -> RelationTuple:
