@@ -599,19 +599,22 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def _commit() -> str:
-    try:
-        return (
-            subprocess.run(
-                ["git", "rev-parse", "--short", "HEAD"],
-                capture_output=True,
-                text=True,
-                cwd=HERE.parent,
-                check=False,
+    """HEAD, marked when the code measured differs from it (others may be mid-change)."""
+    return source_revision(HERE.parent)
+
+
+def source_revision(root: Path) -> str:
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(
+                ["git", *args], capture_output=True, text=True, cwd=root, check=False
             ).stdout.strip()
-            or "?"
-        )
-    except OSError:
-        return "?"
+        except OSError:
+            return ""
+
+    head = git("rev-parse", "--short", "HEAD") or "?"
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", "pdp", "policy_lang")
+    return f"{head} + uncommitted changes to pdp/policy_lang" if dirty else head
 
 
 def main(argv: list[str] | None = None) -> int:

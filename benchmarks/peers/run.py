@@ -253,13 +253,9 @@ def main(argv: list[str] | None = None) -> int:
         for r in run_cerbos(args.requests, budget, 600):
             print(json.dumps(r)[:300], flush=True)
             results.append(r)
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        check=False,
-    ).stdout.strip()
+    from benchmarks.run import source_revision
+
+    commit = source_revision(ROOT)
     meta = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "commit": commit,
