@@ -32,12 +32,18 @@ _OPS = {"==", "!=", "<", "<=", ">", ">="}
 
 
 def compile_condition(expr: ast.Expr, env: ConditionEnv) -> ConditionFn:
+    return compile_conditions([expr], env)[0]
+
+
+def compile_conditions(exprs: list[ast.Expr], env: ConditionEnv) -> list[ConditionFn]:
+    """Compile many conditions as one generated module: one compile() call for a whole bundle."""
     constants: list[Any] = []
-    source = _gen(expr, constants)
+    lines = [
+        f"def c{i}(S, R, C):\n    return bool({_gen(e, constants)})" for i, e in enumerate(exprs)
+    ]
     namespace: dict[str, Any] = {"env": env, "K": tuple(constants)}
-    code = compile(f"lambda S, R, C: bool({source})", "<condition>", "eval")
-    fn: ConditionFn = eval(code, namespace)
-    return fn
+    exec(compile("\n".join(lines), "<conditions>", "exec"), namespace)
+    return [namespace[f"c{i}"] for i in range(len(exprs))]
 
 
 def _gen(expr: ast.Expr, k: list[Any]) -> str:

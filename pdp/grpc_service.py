@@ -23,7 +23,7 @@ from google.protobuf import struct_pb2, timestamp_pb2
 
 from pdp import audit
 from pdp._proto.pdp.v1 import pdp_pb2, pdp_pb2_grpc
-from pdp.engine import Engine, PinnedEngine
+from pdp.engine import Engine
 from pdp.metrics import Metrics
 from pdp.model import EMPTY, Decision, Effect, Entity, Reason, RelationTuple, Request, Value
 from pdp.tokens.errors import InvalidToken
@@ -331,7 +331,7 @@ class AuthorizerServicer(pdp_pb2_grpc.AuthorizerServicer):
         req: Request,
         metadata: Callable[[], Any],
         out: pdp_pb2.CheckResponse,
-        engine: Engine | PinnedEngine | None = None,
+        engine: Engine | None = None,
     ) -> None:
         t0 = time.perf_counter()
         dec = (engine or self._engine).check(

@@ -28,38 +28,55 @@ class RelationGraph:
         self.max_depth = max_depth
         self._store = store
         self.functions: dict[tuple[str, str], RelationFn] = {}
+        self._links: list[Callable[[], None]] = []
         for type_name, info in sorted(policy.types.items()):
             for rel in info.relations.values():
                 self.functions[(type_name, rel.name)] = self._direct(type_name, rel)
-            for perm in info.permissions.values():
-                self.functions[(type_name, perm.name)] = self._rewrite(type_name, perm.expr)
+        # Permissions refer to each other on the same object without a data hop only in a DAG
+        # (the checker rejects cycles), so building them in dependency order lets every
+        # computed reference be bound to its function directly, with no lookup per call.
+        for type_name, info in sorted(policy.types.items()):
+            pending = dict(info.permissions)
+            while pending:
+                for name, perm in sorted(pending.items()):
+                    if all((type_name, ref) in self.functions for ref in _computed(perm.expr)):
+                        self.functions[(type_name, name)] = self._rewrite(type_name, perm.expr)
+                        del pending[name]
+                        break
+                else:  # unreachable after the checker; never loop forever on a bad policy
+                    raise ValueError(f"permissions of `{type_name}` refer to each other in a cycle")
+        for link in self._links:
+            link()
 
     def check(self, object_type: str, object_id: str, relation: str, subject: str) -> bool:
         """Does `subject` ("type:id") hold `relation` on the object? Unknown relations hold for no one."""
         fn = self.functions.get((object_type, relation))
-        return fn is not None and fn(object_id, subject, 0, frozenset())
+        return fn is not None and fn(object_id, subject, 0, _NO_PATH)
 
     # ---- compilation
-    def _lookup(self, type_name: str, relation: str) -> RelationFn:
-        # Resolved at call time: functions refer to each other, so all must exist first.
-        functions = self.functions
-
-        def call(oid: str, subject: str, depth: int, path: frozenset[str]) -> bool:
-            fn = functions.get((type_name, relation))
-            return fn is not None and fn(oid, subject, depth, path)
-
-        return call
-
     def _direct(self, type_name: str, rel: ast.RelationDecl) -> RelationFn:
         subjects_index = self._store.subjects
         usersets_index = self._store.usersets
-        wildcards = tuple(f"{r.type}:*" for r in rel.subjects if r.wildcard)
-        wildcard_types = {r.type + ":" for r in rel.subjects if r.wildcard}
+        wildcards = tuple((f"{r.type}:*", f"{r.type}:") for r in rel.subjects if r.wildcard)
         allowed = {(r.type, r.relation) for r in rel.subjects if r.relation}
         max_depth = self.max_depth
         functions = self.functions
         prefix = f"{type_name}:"
         suffix = f"#{rel.name}"
+
+        if not allowed and not wildcards:
+            # The common case (`relation owner: user`): one lookup, one membership test.
+            def plain(oid: str, subject: str, depth: int, path: frozenset[str]) -> bool:
+                found = subjects_index.get(prefix + oid + suffix)
+                return found is not None and subject in found
+
+            return plain
+
+        # Filled by link() once every function exists: (subject type, relation) -> function.
+        targets_of: dict[tuple[str, str], RelationFn] = {}
+        self._links.append(
+            lambda: targets_of.update({p: functions[p] for p in allowed if p in functions})
+        )
 
         def direct(oid: str, subject: str, depth: int, path: frozenset[str]) -> bool:
             key = prefix + oid + suffix
@@ -68,27 +85,25 @@ class RelationGraph:
                 return False
             if subject in found:
                 return True
-            if wildcards:
-                for w, t in zip(wildcards, wildcard_types, strict=True):
-                    if w in found and subject.startswith(t):
-                        return True
-            usersets = usersets_index.get(key)
-            if not usersets:
+            for wildcard, type_prefix in wildcards:
+                if wildcard in found and subject.startswith(type_prefix):
+                    return True
+            usersets = usersets_index.get(key) if targets_of else None
+            if not usersets or key in path:  # on the current path already: a cycle adds nothing
                 return False
             if depth >= max_depth:
                 raise DepthLimitExceeded(key)
             inner_path = path | {key}
+            depth += 1
             limited = False
-            # INVARIANT: the answer does not depend on iteration order. A branch that hits the
+            # INVARIANT: the answer does not depend on iteration order: a branch that hits the
             # depth limit is remembered, not fatal, so that any granting branch still grants.
             for st, sid, srel in list(usersets):
-                if (st, srel) not in allowed or f"{st}:{sid}#{srel}" in inner_path:
-                    continue
-                fn = functions.get((st, srel))
+                fn = targets_of.get((st, srel))
                 if fn is None:
                     continue
                 try:
-                    if fn(sid, subject, depth + 1, inner_path):
+                    if fn(sid, subject, depth, inner_path):
                         return True
                 except DepthLimitExceeded:
                     limited = True
@@ -100,24 +115,27 @@ class RelationGraph:
 
     def _rewrite(self, type_name: str, expr: ast.UsersetExpr) -> RelationFn:
         if isinstance(expr, ast.Computed):
-            return self._lookup(type_name, expr.relation)
+            return self.functions[(type_name, expr.relation)]
         if isinstance(expr, ast.TupleToUserset):
             return self._tuple_to_userset(type_name, expr)
-        left = self._rewrite(type_name, expr.left)
-        right = self._rewrite(type_name, expr.right)
         if isinstance(expr, ast.Union):
+            branches = tuple(self._rewrite(type_name, e) for e in _union_branches(expr))
 
             def union(oid: str, subject: str, depth: int, path: frozenset[str]) -> bool:
-                try:
-                    if left(oid, subject, depth, path):
-                        return True
-                except DepthLimitExceeded:
-                    if right(oid, subject, depth, path):
-                        return True
-                    raise
-                return right(oid, subject, depth, path)
+                limited = None
+                for branch in branches:
+                    try:
+                        if branch(oid, subject, depth, path):
+                            return True
+                    except DepthLimitExceeded as exc:
+                        limited = exc
+                if limited is not None:
+                    raise limited
+                return False
 
             return union
+        left = self._rewrite(type_name, expr.left)
+        right = self._rewrite(type_name, expr.right)
         if isinstance(expr, ast.Intersection):
 
             def intersection(oid: str, subject: str, depth: int, path: frozenset[str]) -> bool:
@@ -138,19 +156,22 @@ class RelationGraph:
         suffix = f"#{expr.tupleset}"
         computed = expr.computed
 
+        arrow = f"->{computed}"
+
         def tuple_to_userset(oid: str, subject: str, depth: int, path: frozenset[str]) -> bool:
             key = prefix + oid + suffix
-            targets = subjects_index.get(key)
-            if not targets:
+            found = subjects_index.get(key)
+            if not found:
                 return False
             if depth >= max_depth:
                 raise DepthLimitExceeded(key)
-            marker = f"{key}->{computed}"
+            marker = key + arrow
             if marker in path:
                 return False
             inner_path = path | {marker}
+            depth += 1
             limited = False
-            for target in list(targets):
+            for target in list(found):
                 if "#" in target:  # a userset in a tupleset relation is not an object to hop to
                     continue
                 target_type, _, target_id = target.partition(":")
@@ -158,7 +179,7 @@ class RelationGraph:
                 if fn is None:
                     continue
                 try:
-                    if fn(target_id, subject, depth + 1, inner_path):
+                    if fn(target_id, subject, depth, inner_path):
                         return True
                 except DepthLimitExceeded:
                     limited = True
@@ -167,3 +188,21 @@ class RelationGraph:
             return False
 
         return tuple_to_userset
+
+
+_NO_PATH: frozenset[str] = frozenset()
+
+
+def _union_branches(expr: ast.UsersetExpr) -> list[ast.UsersetExpr]:
+    """`a + b + c` parses as ((a + b) + c); a union of many branches is one loop, not a tree."""
+    if isinstance(expr, ast.Union):
+        return _union_branches(expr.left) + _union_branches(expr.right)
+    return [expr]
+
+
+def _computed(expr: ast.UsersetExpr) -> list[str]:
+    if isinstance(expr, ast.Computed):
+        return [expr.relation]
+    if isinstance(expr, ast.Union | ast.Intersection | ast.Exclusion):
+        return _computed(expr.left) + _computed(expr.right)
+    return []

@@ -174,8 +174,8 @@ class _Interpreter:
                 try:
                     if self.cond(b.condition):
                         held |= set(b.roles) & wanted
-                except (_Depth, _Error):
-                    errors.append(("bind:" + ",".join(sorted(b.roles)), False))
+                except (_Depth, _Error) as exc:
+                    errors.append(("bind:" + ",".join(sorted(b.roles)), isinstance(exc, _Depth)))
         return held
 
     # ---- conditions
