@@ -138,3 +138,21 @@ def test_formatter_parenthesises_only_where_needed() -> None:
     out = format_source(src)
     assert "when (true or false) and not (true and false) or true" in out
     assert parse(out) == parse(src)
+
+
+@pytest.mark.parametrize(
+    ("condition", "expected"),
+    [
+        ('subject.id in [1, "a"]', "p.pdp:3:42: error[type_error]: a set holds values of one type"),
+        ('subject.id == "\\q"', 'p.pdp:3:42: error[syntax_error]: bad escape in string "\\q"'),
+    ],
+)
+def test_errors_found_while_building_the_tree_are_reported_as_themselves(
+    condition: str, expected: str
+) -> None:
+    source = (
+        f"type user {{}}\ntype doc {{ actions read }}\npermit r: read on doc when {condition}\n"
+    )
+    with pytest.raises(PolicyError) as err:
+        parse(source, "p.pdp")
+    assert [d.format() for d in err.value.diagnostics] == [expected]
