@@ -18,12 +18,18 @@ EMPTY: Mapping[str, Value] = MappingProxyType({})
 
 
 class Effect(Enum):
+    # Enum's own __hash__ is Python code, slow where decisions are counted and converted;
+    # members are singletons, so identity hashing is exact.
+    __hash__ = object.__hash__
+
     ALLOW = "allow"
     DENY = "deny"
 
 
 class Reason(StrEnum):
     """Why a decision came out as it did. Callers branch on this, so the values are stable."""
+
+    __hash__ = str.__hash__  # as for Effect: the C hash, consistent with str equality
 
     PERMITTED = "permitted"  # a permit rule or a role grant matched and no forbid did
     FORBIDDEN = "forbidden"  # a forbid rule matched (forbid overrides permit)
