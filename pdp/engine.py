@@ -43,6 +43,7 @@ class _Loaded:
 
     bundle: Bundle
     snapshot: Snapshot
+    store: TupleStore  # the tuples this snapshot was compiled against and reads
     revision: str
     fail_open: frozenset[tuple[str, str]]
     # Decisions are immutable, so equal outcomes under this snapshot share one object.
@@ -58,6 +59,7 @@ class Engine:
         cache_size: int = 100_000,
         max_depth: int | None = None,
     ) -> None:
+        # The live store: the current snapshot's. Before the first load, restores land here.
         self.tuples = TupleStore()
         self._cache_ttl_override = cache_ttl
         self._max_depth_override = max_depth
@@ -65,7 +67,9 @@ class Engine:
             cache_ttl if cache_ttl is not None else DEFAULT_CACHE_TTL, cache_size
         )
         self._loaded: _Loaded | None = None
-        self._load_lock = threading.Lock()
+        # Serialises tuple writes with loads: a write must land in the store that is live after
+        # the load, never in the one being replaced. Checks never take it.
+        self._write_lock = threading.Lock()
 
     # ---- bundle lifecycle
     @property
@@ -79,21 +83,27 @@ class Engine:
         return loaded.snapshot if loaded else None
 
     def load(self, bundle: Bundle) -> None:
-        """Compile `bundle` (a pdp.bundle.Bundle) against the live store and swap it in atomically."""
+        """Swap in `bundle` atomically: its tuples under the written overlay in a new store, and
+        the policy compiled against that store. Checks in flight finish on the old snapshot and
+        the old store together, so no answer ever mixes two bundles.
+
+        The bundle's tuples were validated when the Bundle was built (load_bundle and
+        bundle_from_text refuse a bundle with any bad tuple)."""
         settings = bundle.settings
         max_depth = self._max_depth_override or settings.max_depth or DEFAULT_MAX_DEPTH
-        env = _Env()
-        snapshot = compile_policy(
-            bundle.policy, self.tuples, env, max_depth, bundle.revision, settings.fail_open
-        )
-        env.snapshot = snapshot
-        loaded = _Loaded(bundle, snapshot, bundle.revision, frozenset(settings.fail_open))
-        with self._load_lock:
-            self.validate_tuples(bundle.tuples, policy_of=snapshot)
-            self.tuples.replace_base(bundle.tuples)
+        with self._write_lock:
+            store = self.tuples.rebased(bundle.tuples)
+            env = _Env()
+            snapshot = compile_policy(
+                bundle.policy, store, env, max_depth, bundle.revision, settings.fail_open
+            )
+            env.snapshot = snapshot
             if self._cache_ttl_override is None and settings.cache_ttl_seconds is not None:
                 self.cache.ttl = settings.cache_ttl_seconds
-            self._loaded = loaded
+            self._loaded = _Loaded(
+                bundle, snapshot, store, bundle.revision, frozenset(settings.fail_open)
+            )
+            self.tuples = store
             # Keys name their snapshot's entries, so old entries could never hit; drop them anyway.
             self.cache.clear()
 
@@ -115,13 +125,15 @@ class Engine:
         self, writes: Sequence[RelationTuple], deletes: Sequence[RelationTuple] = ()
     ) -> int:
         """Validate every tuple first, then apply all at once; returns the new tuple revision."""
-        self.validate_tuples(writes)
-        return self.tuples.write(writes, deletes)
+        with self._write_lock:
+            self.validate_tuples(writes)
+            return self.tuples.write(writes, deletes)
 
     def restore_tuples(
         self, writes: Iterable[RelationTuple], deletes: Iterable[RelationTuple], revision: int
     ) -> None:
-        self.tuples.restore(writes, deletes, revision)
+        with self._write_lock:
+            self.tuples.restore(writes, deletes, revision)
 
     def read_tuples(self, **filters: str | None) -> list[RelationTuple]:
         return self.tuples.read(**filters)
@@ -136,7 +148,7 @@ class Engine:
         loaded = self._loaded
         if loaded is None:
             return Decision(_DENY, _NO_BUNDLE, (), "", self.tuples.revision)
-        rev = self.tuples.revision
+        rev = loaded.store.revision
         try:
             if min_tuple_revision > rev:
                 return self._decision(loaded, _DENY, _STALE_TUPLES, (), rev)
@@ -148,7 +160,7 @@ class Engine:
                 if explain:
                     from pdp.explain import explain as run_explain
 
-                    return run_explain(loaded.snapshot, self.tuples, request, decision)
+                    return run_explain(loaded.snapshot, loaded.store, request, decision)
                 return decision
             if explain:
                 return self._explain(loaded, entry, request, rev)
@@ -207,7 +219,7 @@ class Engine:
             decision = Decision(
                 _DENY, _EVALUATION_ERROR, (), loaded.revision, rev, errors=(str(exc),)
             )
-        return explain(loaded.snapshot, self.tuples, request, decision)
+        return explain(loaded.snapshot, loaded.store, request, decision)
 
     def _decision(
         self,

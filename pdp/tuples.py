@@ -63,45 +63,36 @@ class TupleStore:
         return sum(len(s) for s in self.subjects.values())
 
     # ---- writes (serialised; readers see each tuple appear or vanish atomically)
-    def replace_base(self, tuples: Iterable[RelationTuple]) -> int:
-        """Swap in a new bundle's tuples; the written overlay stays on top."""
+    def rebased(self, tuples: Iterable[RelationTuple]) -> TupleStore:
+        """A new store holding `tuples` as its base under this store's written overlay.
+
+        A reload builds it off to the side and swaps it in whole with the snapshot compiled
+        against it, so a reader never sees half of one bundle's tuples and half of another's.
+        The caller serialises this with writes (a write to this store meanwhile would be lost).
+        """
         with self._write_lock:
+            new = TupleStore()
             deleted = self._deleted
-            if not self.subjects and not deleted:
-                # First load (or an empty store): everything is new, nothing to compare against.
-                for t in tuples:
-                    self._index(*_keys(t), t)
-                self._both = set()
-                self.revision += 1
-                return self.revision
-            incoming: dict[str, Members] = {}
-            pending: list[tuple[str, str, RelationTuple]] = []
+            hidden: set[tuple[str, str]] = set()
             for t in tuples:
                 okey, skey = _keys(t)
-                if _add(incoming, okey, skey, _COLD_SMALL):
-                    pending.append((okey, skey, t))
-            added = self._added
-            for okey, subs in list(self.subjects.items()):
-                new = incoming.get(okey)
-                mine = added.get(okey)
-                for skey in tuple(subs):  # _unindex may change a set in place
-                    if (new is None or skey not in new) and (mine is None or skey not in mine):
-                        self._unindex(okey, skey)
-            for okey, skey, t in pending:
-                if not deleted or (okey, skey) not in deleted:
-                    self._index(okey, skey, t)
-            self._both = {
-                (okey, skey)
-                for okey, subs in added.items()
-                if okey in incoming
-                for skey in subs
-                if skey in incoming[okey]
-            }
-            for key in deleted:
-                new = incoming.get(key[0])
-                deleted[key] = new is not None and key[1] in new
-            self.revision += 1
-            return self.revision
+                if deleted and (okey, skey) in deleted:
+                    hidden.add((okey, skey))
+                    continue
+                new._index(okey, skey, t)
+            both: set[tuple[str, str]] = set()
+            for okey, subs in self._added.items():
+                for skey in tuple(subs):
+                    current = new.subjects.get(okey)
+                    if current is not None and skey in current:
+                        both.add((okey, skey))  # the new bundle holds it too
+                    else:
+                        new._index(okey, skey, _from_keys(okey, skey))
+                    _add(new._added, okey, skey, _COLD_SMALL)
+            new._both = both
+            new._deleted = {key: key in hidden for key in deleted}
+            new.revision = self.revision + 1
+            return new
 
     def write(self, writes: Iterable[RelationTuple], deletes: Iterable[RelationTuple]) -> int:
         with self._write_lock:

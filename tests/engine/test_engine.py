@@ -189,3 +189,17 @@ def test_a_pinned_batch_never_mixes_bundle_revisions() -> None:
     assert pinned.check(Request(ALICE, "read", DOC)).bundle_revision == "0"
     assert e.check(Request(ALICE, "read", DOC)).bundle_revision == "2"
     assert {d.bundle_revision for d in e.check_many([Request(ALICE, "read", DOC)] * 3)} == {"2"}
+
+
+def test_a_reload_swaps_tuples_and_policy_together() -> None:
+    # A check that started before a reload finishes on the old policy *and* the old tuples;
+    # the store is rebuilt off to the side, never edited under a reader's feet.
+    e = loaded(tuples=["doc:1#viewer@user:alice"])
+    before = e.pin()
+    e.write_tuples([RelationTuple.parse("doc:1#viewer@user:bob")])
+    e.load(bundle_from_text(POLICY, [], revision="2"))
+    bob = Request(Entity("user", "bob", {"tenant": "t"}), "read", DOC)
+    assert before.check(Request(ALICE, "read", DOC)).allowed  # old bundle's tuple, old store
+    assert not e.check(Request(ALICE, "read", DOC)).allowed  # the new bundle dropped it
+    assert e.check(bob).allowed  # the written overlay moved to the new store
+    assert e.check(bob).tuple_revision > before.check(bob).tuple_revision

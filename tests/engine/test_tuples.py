@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -78,9 +80,12 @@ def test_store_agrees_with_the_set_model(
 ) -> None:
     store, model = TupleStore(), Model()
     for revision, (kind, tuples, deletes) in enumerate(steps, 1):
+        model_before = copy.deepcopy(model)
         if kind == "base":
-            store.replace_base(tuples)
+            old = store
+            store = store.rebased(tuples)
             model.replace_base(tuples)
+            assert_agrees(old, model_before)  # the old store is untouched: readers keep it whole
         else:
             store.write(tuples, deletes)
             model.write(tuples, deletes)
@@ -91,10 +96,10 @@ def test_store_agrees_with_the_set_model(
 def test_a_reload_keeps_writes_and_deletes_and_drops_what_the_bundle_dropped() -> None:
     a, b, c = T("doc:1#viewer@user:a"), T("doc:1#viewer@user:b"), T("doc:1#viewer@user:c")
     store = TupleStore()
-    store.replace_base([a, b])
+    store = store.rebased([a, b])
     store.write([c], [b])
     store.write([a], [])  # already in the bundle: not an overlay add
-    store.replace_base([b])
+    store = store.rebased([b])
     assert store.read() == [c]  # a left with the bundle, b stays deleted, c was written
 
 
@@ -102,7 +107,7 @@ def test_a_tombstone_for_a_tuple_no_bundle_has_yet_hides_it_later() -> None:
     t = T("doc:1#viewer@user:a")
     store = TupleStore()
     store.write([], [t])
-    store.replace_base([t])
+    store = store.rebased([t])
     assert store.read() == []
     assert not store.contains(t)
 
@@ -111,10 +116,10 @@ def test_an_added_tuple_a_later_bundle_also_holds_is_a_bundle_tuple_once_rewritt
     t = T("doc:1#viewer@user:a")
     store = TupleStore()
     store.write([t], [])
-    store.replace_base([t])
+    store = store.rebased([t])
     store.write([], [t])
     store.write([t], [])  # the bundle holds it: it comes back as a bundle tuple
-    store.replace_base([])
+    store = store.rebased([])
     assert store.read() == []
 
 
