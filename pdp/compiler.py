@@ -82,6 +82,12 @@ class Snapshot:
     rule_ids: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class _Callbacks:
+    relation: Callable[[str, str, str, Entity], bool]
+    has_role: Callable[[str, Entity, Entity, Mapping[str, Value]], bool]
+
+
 @dataclass(slots=True)
 class _RuleInfo:
     rule: CompiledRule
@@ -114,7 +120,11 @@ def compile_policy(
     conditioned = [(r.name, r.condition) for r in policy.rules if r.condition is not None]
     whens = [b for b in policy.bindings if isinstance(b, ast.BindWhen)]
     compiled = iter(
-        compile_conditions([c for _, c in conditioned] + [b.condition for b in whens], env)
+        compile_conditions(
+            [c for _, c in conditioned] + [b.condition for b in whens],
+            # Relation checks go straight to this bundle's graph; role questions to the engine.
+            _Callbacks(graph.relation, env.has_role),
+        )
     )
     rule_fns = {name: next(compiled) for name, _ in conditioned}
     when_fns = [next(compiled) for _ in whens]

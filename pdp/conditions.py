@@ -41,7 +41,12 @@ def compile_conditions(exprs: list[ast.Expr], env: ConditionEnv) -> list[Conditi
     lines = [
         f"def c{i}(S, R, C):\n    return bool({_gen(e, constants)})" for i, e in enumerate(exprs)
     ]
-    namespace: dict[str, Any] = {"env": env, "K": tuple(constants)}
+    # The callbacks are bound once here, so a condition calls them without an attribute lookup.
+    namespace: dict[str, Any] = {
+        "REL": env.relation,
+        "HAS_ROLE": env.has_role,
+        "K": tuple(constants),
+    }
     exec(compile("\n".join(lines), "<conditions>", "exec"), namespace)
     return [namespace[f"c{i}"] for i in range(len(exprs))]
 
@@ -75,13 +80,13 @@ def _gen(expr: ast.Expr, k: list[Any]) -> str:
     if isinstance(expr, ast.RelationCheck):
         e = expr.entity
         if e.kind == "resource":
-            return f"env.relation(R.type, R.id, {expr.relation!r}, S)"
+            return f"REL(R.type, R.id, {expr.relation!r}, S)"
         if e.kind == "subject":
-            return f"env.relation(S.type, S.id, {expr.relation!r}, S)"
+            return f"REL(S.type, S.id, {expr.relation!r}, S)"
         assert e.id is not None
-        return f"env.relation({e.type!r}, {_gen(e.id, k)}, {expr.relation!r}, S)"
+        return f"REL({e.type!r}, {_gen(e.id, k)}, {expr.relation!r}, S)"
     if isinstance(expr, ast.HasRole):
-        return f"env.has_role({expr.role!r}, S, R, C)"
+        return f"HAS_ROLE({expr.role!r}, S, R, C)"
     raise AssertionError(f"unhandled expression {expr!r}")
 
 

@@ -242,21 +242,13 @@ class Engine:
 
 
 class _Env:
-    """What compiled conditions call back into, bound to one snapshot so that a check in flight
-    during a reload finishes entirely on the snapshot it started with."""
+    """What compiled conditions ask the engine (relation checks go to the graph directly), bound
+    to one snapshot so that a check in flight during a reload finishes on the one it started on."""
 
     __slots__ = ("snapshot",)
 
     def __init__(self) -> None:
         self.snapshot: Snapshot | None = None
-
-    def relation(self, object_type: str, object_id: str, relation: str, subject: Entity) -> bool:
-        if type(object_id) is not str:
-            raise AttributeTypeError("a relation check needs a string id")
-        assert self.snapshot is not None
-        return self.snapshot.graph.check(
-            object_type, object_id, relation, f"{subject.type}:{subject.id}"
-        )
 
     def has_role(
         self, role: str, subject: Entity, resource: Entity, context: Mapping[str, Value]

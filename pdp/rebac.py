@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from pdp.model import Entity
 from pdp.tuples import TupleStore
 from policy_lang import ast
 from policy_lang.checker import CheckedPolicy
 
-# (object_id, subject "type:id", depth, path) -> granted?
-RelationFn = Callable[[str, str, int, frozenset[str]], bool]
+# (object_id, subject "type:id", depth, path) -> granted? `path` holds the object-relations being
+# expanded above this call (added before a hop, removed after): a cycle is cut, not followed.
+RelationFn = Callable[[str, str, int, set[str]], bool]
 
 
 class DepthLimitExceeded(Exception):
@@ -51,7 +53,16 @@ class RelationGraph:
     def check(self, object_type: str, object_id: str, relation: str, subject: str) -> bool:
         """Does `subject` ("type:id") hold `relation` on the object? Unknown relations hold for no one."""
         fn = self.functions.get((object_type, relation))
-        return fn is not None and fn(object_id, subject, 0, _NO_PATH)
+        return fn is not None and fn(object_id, subject, 0, set())
+
+    def relation(self, object_type: str, object_id: str, relation: str, subject: Entity) -> bool:
+        """What a condition's `subject has REL on X` calls."""
+        fn = self.functions.get((object_type, relation))
+        if fn is None:
+            return False
+        if type(object_id) is not str:
+            raise TypeError("a relation check needs a string id")
+        return fn(object_id, subject.type + ":" + subject.id, 0, set())
 
     # ---- compilation
     def _direct(self, type_name: str, rel: ast.RelationDecl) -> RelationFn:
@@ -66,8 +77,8 @@ class RelationGraph:
 
         if not allowed and not wildcards:
             # The common case (`relation owner: user`): one lookup, one membership test.
-            def plain(oid: str, subject: str, depth: int, path: frozenset[str]) -> bool:
-                found = subjects_index.get(prefix + oid + suffix)
+            def plain(oid: str, subject: str, depth: int, path: set[str]) -> bool:
+                found = subjects_index.get(f"{prefix}{oid}{suffix}")
                 return found is not None and subject in found
 
             return plain
@@ -78,35 +89,39 @@ class RelationGraph:
             lambda: targets_of.update({p: functions[p] for p in allowed if p in functions})
         )
 
-        def direct(oid: str, subject: str, depth: int, path: frozenset[str]) -> bool:
-            key = prefix + oid + suffix
+        def direct(oid: str, subject: str, depth: int, path: set[str]) -> bool:
+            key = f"{prefix}{oid}{suffix}"
             found = subjects_index.get(key)
             if found is None:
                 return False
             if subject in found:
                 return True
-            for wildcard, type_prefix in wildcards:
-                if wildcard in found and subject.startswith(type_prefix):
-                    return True
+            if wildcards:
+                for wildcard, type_prefix in wildcards:
+                    if wildcard in found and subject.startswith(type_prefix):
+                        return True
             usersets = usersets_index.get(key) if targets_of else None
             if not usersets or key in path:  # on the current path already: a cycle adds nothing
                 return False
             if depth >= max_depth:
                 raise DepthLimitExceeded(key)
-            inner_path = path | {key}
             depth += 1
             limited = False
-            # INVARIANT: the answer does not depend on iteration order: a branch that hits the
-            # depth limit is remembered, not fatal, so that any granting branch still grants.
-            for st, sid, srel in list(usersets):
-                fn = targets_of.get((st, srel))
-                if fn is None:
-                    continue
-                try:
-                    if fn(sid, subject, depth, inner_path):
-                        return True
-                except DepthLimitExceeded:
-                    limited = True
+            path.add(key)
+            try:
+                # INVARIANT: the answer does not depend on iteration order: a branch that hits
+                # the depth limit is remembered, not fatal, so that any granting branch grants.
+                for st, sid, srel in tuple(usersets):
+                    fn = targets_of.get((st, srel))
+                    if fn is None:
+                        continue
+                    try:
+                        if fn(sid, subject, depth, path):
+                            return True
+                    except DepthLimitExceeded:
+                        limited = True
+            finally:
+                path.discard(key)
             if limited:
                 raise DepthLimitExceeded(key)
             return False
@@ -121,7 +136,7 @@ class RelationGraph:
         if isinstance(expr, ast.Union):
             branches = tuple(self._rewrite(type_name, e) for e in _union_branches(expr))
 
-            def union(oid: str, subject: str, depth: int, path: frozenset[str]) -> bool:
+            def union(oid: str, subject: str, depth: int, path: set[str]) -> bool:
                 limited = None
                 for branch in branches:
                     try:
@@ -138,12 +153,12 @@ class RelationGraph:
         right = self._rewrite(type_name, expr.right)
         if isinstance(expr, ast.Intersection):
 
-            def intersection(oid: str, subject: str, depth: int, path: frozenset[str]) -> bool:
+            def intersection(oid: str, subject: str, depth: int, path: set[str]) -> bool:
                 return left(oid, subject, depth, path) and right(oid, subject, depth, path)
 
             return intersection
 
-        def exclusion(oid: str, subject: str, depth: int, path: frozenset[str]) -> bool:
+        def exclusion(oid: str, subject: str, depth: int, path: set[str]) -> bool:
             return left(oid, subject, depth, path) and not right(oid, subject, depth, path)
 
         return exclusion
@@ -157,9 +172,14 @@ class RelationGraph:
         computed = expr.computed
 
         arrow = f"->{computed}"
+        # Filled by link(): target type -> its `computed` function (no tuple key per hop).
+        computed_on: dict[str, RelationFn] = {}
+        self._links.append(
+            lambda: computed_on.update({t: fn for (t, r), fn in functions.items() if r == computed})
+        )
 
-        def tuple_to_userset(oid: str, subject: str, depth: int, path: frozenset[str]) -> bool:
-            key = prefix + oid + suffix
+        def tuple_to_userset(oid: str, subject: str, depth: int, path: set[str]) -> bool:
+            key = f"{prefix}{oid}{suffix}"
             found = subjects_index.get(key)
             if not found:
                 return False
@@ -168,29 +188,28 @@ class RelationGraph:
             marker = key + arrow
             if marker in path:
                 return False
-            inner_path = path | {marker}
             depth += 1
             limited = False
-            for target in list(found):
-                if "#" in target:  # a userset in a tupleset relation is not an object to hop to
-                    continue
-                target_type, _, target_id = target.partition(":")
-                fn = functions.get((target_type, computed))
-                if fn is None:
-                    continue
-                try:
-                    if fn(target_id, subject, depth, inner_path):
-                        return True
-                except DepthLimitExceeded:
-                    limited = True
+            path.add(marker)
+            try:
+                for target in tuple(found):
+                    target_type, _, target_id = target.partition(":")
+                    # A userset in a tupleset relation (`type:id#rel`) is not an object to hop to.
+                    fn = computed_on.get(target_type) if "#" not in target_id else None
+                    if fn is None:
+                        continue
+                    try:
+                        if fn(target_id, subject, depth, path):
+                            return True
+                    except DepthLimitExceeded:
+                        limited = True
+            finally:
+                path.discard(marker)
             if limited:
                 raise DepthLimitExceeded(key)
             return False
 
         return tuple_to_userset
-
-
-_NO_PATH: frozenset[str] = frozenset()
 
 
 def _union_branches(expr: ast.UsersetExpr) -> list[ast.UsersetExpr]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
@@ -72,9 +73,12 @@ def test_exception_inside_evaluation_is_a_deny(monkeypatch: pytest.MonkeyPatch) 
 
     snapshot = e.snapshot
     assert snapshot is not None
-    monkeypatch.setattr(snapshot.graph, "check", boom)
+    entry = snapshot.by_type["doc"]["read"]
+    monkeypatch.setitem(snapshot.by_type["doc"], "read", dataclasses.replace(entry, decide=boom))
     d = e.check(Request(ALICE, "read", DOC))
-    assert d.effect is Effect.DENY and d.reason is Reason.EVALUATION_ERROR
+    assert d.effect is Effect.DENY
+    assert d.reason is Reason.EVALUATION_ERROR
+    assert d.errors == ("internal error: MemoryError",)
 
 
 def test_decisions_carry_revisions() -> None:
