@@ -10,7 +10,7 @@ DATA_DIR ?= data
 PROTOS := $(shell find proto -name '*.proto' 2>/dev/null)
 PROTO_STAMP := pdp/_proto/.built
 
-.PHONY: run dev-client test lint typecheck check bench bench-quick bench-peers proto clean
+.PHONY: run dev-client test lint typecheck check bench bench-quick bench-instructions bench-peers proto clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,10 @@ bench: $(PROTO_STAMP)
 
 bench-quick: $(PROTO_STAMP)
 	$(PY) -m benchmarks.run --quick
+
+# Instructions per decision under callgrind (needs valgrind): ratios that a busy machine cannot move.
+bench-instructions: $(PROTO_STAMP)
+	$(PY) -m benchmarks.instructions
 
 bench-peers: $(PROTO_STAMP)
 	$(PY) -m benchmarks.peers.run
