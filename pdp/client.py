@@ -83,7 +83,7 @@ def _failed(exc: grpc.RpcError, fail_open: bool) -> Answer:
     return Answer(allowed=fail_open, reason=CLIENT_ERROR, error=f"{code}: {detail}")
 
 
-def _tuple_pb(t: RelationTuple) -> pdp_pb2.RelationTuple:
+def tuple_message(t: RelationTuple) -> pdp_pb2.RelationTuple:
     return pdp_pb2.RelationTuple(
         object_type=t.object_type,
         object_id=t.object_id,
@@ -175,7 +175,8 @@ class Client:
     ) -> int:
         resp = self._admin.WriteTuples(
             pdp_pb2.WriteTuplesRequest(
-                writes=[_tuple_pb(t) for t in writes], deletes=[_tuple_pb(t) for t in deletes]
+                writes=[tuple_message(t) for t in writes],
+                deletes=[tuple_message(t) for t in deletes],
             ),
             timeout=timeout or self.timeout * 10,
             metadata=self.metadata,

@@ -113,36 +113,9 @@ def _gen_method(expr: ast.MethodCall, k: list[Any]) -> str:
 
 def read_paths(expr: ast.Expr) -> Iterator[ast.Path]:
     """Every attribute an expression can read: the decision cache keys on exactly these."""
-    if isinstance(expr, ast.Path):
-        yield expr
-    elif isinstance(expr, ast.Present):
-        yield expr.path
-    elif isinstance(expr, ast.And | ast.Or | ast.Compare):
-        yield from read_paths(expr.left)
-        yield from read_paths(expr.right)
-    elif isinstance(expr, ast.Not):
-        yield from read_paths(expr.operand)
-    elif isinstance(expr, ast.In):
-        yield from read_paths(expr.element)
-        yield from read_paths(expr.collection)
-    elif isinstance(expr, ast.MethodCall):
-        yield from read_paths(expr.target)
-        for a in expr.args:
-            yield from read_paths(a)
-    elif isinstance(expr, ast.RelationCheck) and expr.entity.id is not None:
-        yield from read_paths(expr.entity.id)
+    return (node for node in ast.walk(expr) if isinstance(node, ast.Path))
 
 
 def reads_relations(expr: ast.Expr) -> bool:
     """Does the expression consult tuples (directly or through a role binding)?"""
-    if isinstance(expr, ast.RelationCheck | ast.HasRole):
-        return True
-    if isinstance(expr, ast.And | ast.Or | ast.Compare):
-        return reads_relations(expr.left) or reads_relations(expr.right)
-    if isinstance(expr, ast.Not):
-        return reads_relations(expr.operand)
-    if isinstance(expr, ast.In):
-        return reads_relations(expr.element) or reads_relations(expr.collection)
-    if isinstance(expr, ast.MethodCall):
-        return reads_relations(expr.target) or any(reads_relations(a) for a in expr.args)
-    return False
+    return any(isinstance(node, ast.RelationCheck | ast.HasRole) for node in ast.walk(expr))

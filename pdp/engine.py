@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pdp.bundle import Bundle
 from pdp.cache import DecisionCache
 from pdp.compiler import AttributeTypeError, Entry, Snapshot, compile_policy
-from pdp.decider import describe
+from pdp.decider import Outcome, describe
 from pdp.model import Decision, Effect, Entity, Reason, RelationTuple, Request, Value
 from pdp.rebac import DepthLimitExceeded
 from pdp.tuple_schema import InvalidTuple, validate_tuple
@@ -46,9 +46,14 @@ class _Loaded:
     store: TupleStore  # the tuples this snapshot was compiled against and reads
     revision: str
     fail_open: frozenset[tuple[str, str]]
-    # Decisions are immutable, so equal outcomes under this snapshot share one object.
+    # The answers that need no entry, made once per snapshot (see pdp.decider.Outcome).
     # INVARIANT: per snapshot, never per engine: a pinned batch may outlive a reload.
-    memo: dict[tuple[object, ...], Decision] = field(default_factory=dict)
+    stale: Outcome = field(init=False)
+    not_permitted: Outcome = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "stale", Outcome(_DENY, _STALE_TUPLES, (), self.revision))
+        object.__setattr__(self, "not_permitted", Outcome(_DENY, _NOT_PERMITTED, (), self.revision))
 
 
 class Engine:
@@ -151,12 +156,12 @@ class Engine:
         rev = loaded.store.revision
         try:
             if min_tuple_revision > rev:
-                return self._decision(loaded, _DENY, _STALE_TUPLES, (), rev)
+                return loaded.stale.at(rev)
             resource = request.resource
             actions = loaded.snapshot.by_type.get(resource.type)
             entry = actions.get(request.action) if actions is not None else None
             if entry is None:
-                decision = self._decision(loaded, _DENY, _NOT_PERMITTED, (), rev)
+                decision = loaded.not_permitted.at(rev)
                 if explain:
                     from pdp.explain import explain as run_explain
 
@@ -220,25 +225,6 @@ class Engine:
                 _DENY, _EVALUATION_ERROR, (), loaded.revision, rev, errors=(str(exc),)
             )
         return explain(loaded.snapshot, loaded.store, request, decision)
-
-    def _decision(
-        self,
-        loaded: _Loaded,
-        effect: Effect,
-        reason: Reason,
-        rule_ids: tuple[str, ...],
-        rev: int,
-        not_found: bool = False,
-    ) -> Decision:
-        memo = loaded.memo
-        memo_key = (effect, reason, rule_ids, rev, not_found)
-        decision = memo.get(memo_key)
-        if decision is None:
-            if len(memo) > 10_000:
-                memo.clear()
-            decision = Decision(effect, reason, rule_ids, loaded.revision, rev, not_found)
-            memo[memo_key] = decision
-        return decision
 
 
 class _Env:

@@ -23,6 +23,7 @@ from google.protobuf import struct_pb2, timestamp_pb2
 
 from pdp import audit
 from pdp._proto.pdp.v1 import pdp_pb2, pdp_pb2_grpc
+from pdp.client import tuple_message
 from pdp.engine import Engine
 from pdp.metrics import Metrics
 from pdp.model import EMPTY, Decision, Effect, Entity, Reason, RelationTuple, Request, Value
@@ -185,17 +186,6 @@ def _tuple(msg: pdp_pb2.RelationTuple, path: str, limits: Limits) -> RelationTup
         _name(msg.subject_type, f"{path}.subject_type", limits),
         _name(msg.subject_id, f"{path}.subject_id", limits),
         msg.subject_relation,
-    )
-
-
-def _tuple_pb(t: RelationTuple) -> pdp_pb2.RelationTuple:
-    return pdp_pb2.RelationTuple(
-        object_type=t.object_type,
-        object_id=t.object_id,
-        relation=t.relation,
-        subject_type=t.subject_type,
-        subject_id=t.subject_id,
-        subject_relation=t.subject_relation,
     )
 
 
@@ -514,7 +504,7 @@ class AdminServicer(pdp_pb2_grpc.AdminServicer):
         if start + size < len(tuples):
             token = base64.urlsafe_b64encode(str(page[-1]).encode()).decode()
         return pdp_pb2.ReadTuplesResponse(
-            tuples=[_tuple_pb(t) for t in page], next_page_token=token, tuple_revision=revision
+            tuples=[tuple_message(t) for t in page], next_page_token=token, tuple_revision=revision
         )
 
     def BundleStatus(

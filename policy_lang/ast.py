@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from policy_lang.diagnostics import NO_LOC, Loc
@@ -245,6 +246,28 @@ class HasRole:
 Expr = (
     Literal | Path | Present | Compare | In | And | Or | Not | MethodCall | RelationCheck | HasRole
 )
+
+
+def walk(expr: Expr) -> Iterator[Expr]:
+    """The expression and every expression inside it, parents first."""
+    yield expr
+    if isinstance(expr, And | Or | Compare):
+        yield from walk(expr.left)
+        yield from walk(expr.right)
+    elif isinstance(expr, Not):
+        yield from walk(expr.operand)
+    elif isinstance(expr, Present):
+        yield expr.path
+    elif isinstance(expr, In):
+        yield from walk(expr.element)
+        yield from walk(expr.collection)
+    elif isinstance(expr, MethodCall):
+        yield from walk(expr.target)
+        for arg in expr.args:
+            yield from walk(arg)
+    elif isinstance(expr, RelationCheck) and expr.entity.id is not None:
+        yield from walk(expr.entity.id)
+
 
 Item = TypeDecl | ContextDecl | RoleDecl | BindWhen | BindFrom | RuleDecl
 

@@ -284,7 +284,7 @@ class _Checker:
         for role in binding.roles:
             if role not in self.policy.roles:
                 self.error("unknown_role", f"unknown role `{role}`", binding.loc)
-        for node in _walk(binding.condition):
+        for node in ast.walk(binding.condition):
             if isinstance(node, ast.HasRole):
                 # Bindings decide who holds roles; letting them ask about roles makes
                 # `bind a when subject has role b` + `bind b when subject has role a` loop.
@@ -514,22 +514,6 @@ def _constant(expr: ast.Expr) -> bool | None:
         if expr.op == "!=":
             return a != b
     return None
-
-
-def _walk(expr: ast.Expr) -> Iterator[ast.Expr]:
-    yield expr
-    if isinstance(expr, ast.And | ast.Or | ast.Compare):
-        yield from _walk(expr.left)
-        yield from _walk(expr.right)
-    elif isinstance(expr, ast.Not):
-        yield from _walk(expr.operand)
-    elif isinstance(expr, ast.In):
-        yield from _walk(expr.element)
-        yield from _walk(expr.collection)
-    elif isinstance(expr, ast.MethodCall):
-        yield from _walk(expr.target)
-        for arg in expr.args:
-            yield from _walk(arg)
 
 
 def _covers(outer: tuple[str, ...] | None, inner: tuple[str, ...] | None) -> bool:

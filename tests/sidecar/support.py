@@ -7,7 +7,7 @@ from typing import Any
 
 from pdp._proto.pdp.v1 import pdp_pb2
 from pdp.app import App
-from pdp.client import check_request
+from pdp.client import check_request, tuple_message
 from pdp.model import Entity, RelationTuple
 
 ISSUER = "https://auth.sidecar.test"
@@ -29,15 +29,7 @@ def req(
 
 
 def tuple_pb(text: str) -> pdp_pb2.RelationTuple:
-    t = RelationTuple.parse(text)
-    return pdp_pb2.RelationTuple(
-        object_type=t.object_type,
-        object_id=t.object_id,
-        relation=t.relation,
-        subject_type=t.subject_type,
-        subject_id=t.subject_id,
-        subject_relation=t.subject_relation,
-    )
+    return tuple_message(RelationTuple.parse(text))
 
 
 def mint(
