@@ -53,7 +53,7 @@ def describe(rule_id: str, exc: Exception) -> str:
     return f"{rule_id}: {type(exc).__name__}: {exc}"
 
 
-def _in_scope(scopes: tuple[str, ...], S: Entity, R: Entity) -> bool:
+def in_scope(scopes: tuple[str, ...], S: Entity, R: Entity) -> bool:
     for attr in scopes:
         mine = S.attrs.get(attr)
         if mine is None or mine != R.attrs.get(attr):
@@ -107,7 +107,7 @@ def build_decide(
     def pick(candidates: Any, best: str | None, S: Entity, R: Entity) -> str | None:
         for role in candidates:
             if (best is None or role < best) and (
-                role not in role_scopes or _in_scope(role_scopes[role], S, R)
+                role not in role_scopes or in_scope(role_scopes[role], S, R)
             ):
                 best = role
         return best
