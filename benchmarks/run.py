@@ -309,6 +309,7 @@ class Suite:
     def external(self) -> None:
         """The sibling suites: a `suite(quick=...) -> dict` entry point if a module defines one,
         else its command line in a subprocess, bounded in time."""
+        RESULTS.mkdir(exist_ok=True)  # a fresh checkout has none; suites write their JSON here
         for name, argv in _external_commands(self.quick).items():
             if not (HERE / f"{name}.py").exists():
                 self.extra[name] = {"skipped": "not present"}

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -244,7 +245,9 @@ def cerbos_decider(target: str, kind: str) -> tuple[Callable[[Request], bool], A
     return decide, channel
 
 
-def pdp_grpc_decider(sc: Scenario) -> tuple[Callable[[Request], bool], Callable[[], None], float]:
+def pdp_grpc_decider(
+    sc: Scenario,
+) -> tuple[Callable[[Request], bool], Callable[[], None], float, Callable[[], float]]:
     """Our sidecar on the same scenario, over gRPC, with the same loop. Raises if unavailable."""
     import grpc
 
@@ -265,6 +268,20 @@ def pdp_grpc_decider(sc: Scenario) -> tuple[Callable[[Request], bool], Callable[
         r = stub.Check(check_request(req.subject, req.action, req.resource))
         return r.decision == allow
 
+    # BatchCheck of 100 of the scenario's requests, in rotation: decisions per second.
+    batches = [
+        pdp_pb2.BatchCheckRequest(
+            items=[
+                pdp_pb2.BatchCheckItem(request=check_request(r.subject, r.action, r.resource))
+                for r in sc.requests[k : k + 100]
+            ]
+        )
+        for k in range(0, max(1, len(sc.requests) - 99), 100)
+    ]
+
+    def batch_rate() -> float:
+        return 100 * throughput(lambda i: stub.BatchCheck(batches[i % len(batches)]), 8)
+
     def stop() -> None:
         channel.close()
         proc.terminate()
@@ -276,7 +293,42 @@ def pdp_grpc_decider(sc: Scenario) -> tuple[Callable[[Request], bool], Callable[
             proc.stdout.close()
         shutil.rmtree(tmp, ignore_errors=True)
 
-    return decide, stop, setup
+    return decide, stop, setup, batch_rate
+
+
+THROUGHPUT_SECONDS = 4.0
+
+
+def throughput(
+    call: Callable[[int], object], clients: int, seconds: float = THROUGHPUT_SECONDS
+) -> float:
+    """Calls per second with `clients` threads calling as fast as they can (the same client code
+    for every server measured, so the client's own cost is the same on both sides)."""
+    count = [0] * clients
+    end = time.perf_counter() + seconds
+
+    def worker(slot: int) -> None:
+        i = slot
+        while time.perf_counter() < end:
+            call(i)
+            i += clients
+            count[slot] += 1
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(count) / (time.perf_counter() - t0)
+
+
+def rates(decide: Callable[[Request], bool], sc: Scenario) -> dict[str, float]:
+    requests = sc.requests
+    return {
+        f"calls_per_s_{n}": throughput(lambda i: decide(requests[i % len(requests)]), n)
+        for n in (8, 32)
+    }
 
 
 def measure(decide: Callable[[Request], bool], sc: Scenario, budget: float) -> dict[str, Any]:
@@ -324,6 +376,7 @@ def main(argv: list[str] | None = None) -> int:
             server = CerbosServer(binary, policies)
             decide, channel = cerbos_decider(server.target, name)
             r = measure(decide, sc, args.budget)
+            r.update(rates(decide, sc))
             channel.close()
             results.append(
                 {
@@ -354,8 +407,10 @@ def main(argv: list[str] | None = None) -> int:
                 server.stop()
         stop = None
         try:
-            decide, stop, setup = pdp_grpc_decider(sc)
+            decide, stop, setup, batch_rate = pdp_grpc_decider(sc)
             r = measure(decide, sc, args.budget)
+            r.update(rates(decide, sc))
+            r["batch_decisions_per_s"] = batch_rate()
             results.append(
                 {
                     "peer": "pdp (gRPC)",

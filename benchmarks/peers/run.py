@@ -220,9 +220,57 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                 f"**{best[1]:.0f}x** slower than pdp"
                 f"{' (target ≥ 10x: met)' if best[1] >= 10 else ' (target ≥ 10x: **missed**)'}"
             )
+    tput = _throughput_section(by_scenario)
+    if tput:
+        lines += tput[1]
+        grpc_lines += tput[0]
     headline += grpc_lines
     lines[2:2] = ["## Headline", "", *headline, ""] if headline else []
     return "\n".join(lines) + "\n"
+
+
+def _throughput_section(
+    by_scenario: dict[str, list[dict[str, Any]]],
+) -> tuple[list[str], list[str]] | None:
+    """Calls/s at 8 and 32 clients, Cerbos vs our sidecar, and our BatchCheck against Cerbos's
+    single-check rate: the issue's throughput targets, from the same run."""
+    table = [
+        "## gRPC throughput, same client threads (calls/s; ratio = pdp / Cerbos, above 1: pdp faster)",
+        "",
+        "| scenario | clients | Cerbos calls/s | pdp calls/s | ratio | target |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    headline: list[str] = []
+    for scenario, rows in by_scenario.items():
+        cerbos = next(
+            (r for r in rows if r["peer"] == "cerbos (gRPC)" and "calls_per_s_8" in r), None
+        )
+        ours = next((r for r in rows if r["peer"] == "pdp (gRPC)" and "calls_per_s_8" in r), None)
+        if cerbos is None or ours is None:
+            continue
+        for n in (8, 32):
+            c, p = cerbos[f"calls_per_s_{n}"], ours[f"calls_per_s_{n}"]
+            table.append(
+                f"| {scenario} | {n} | {c:,.0f} | {p:,.0f} | {p / c:.2f}x | ≥ 1.0x: "
+                f"{'met' if p >= c else '**missed**'} |"
+            )
+        batch = ours.get("batch_decisions_per_s")
+        if batch:
+            single = cerbos["calls_per_s_8"]
+            table.append(
+                f"| {scenario} | 8, BatchCheck of 100 | {single:,.0f} (single checks) | "
+                f"{batch:,.0f} decisions/s | {batch / single:.1f}x | ≥ 20x: "
+                f"{'met' if batch / single >= 20 else '**missed**'} |"
+            )
+            headline.append(
+                f"- {scenario} over gRPC: pdp {ours['calls_per_s_8']:,.0f} / "
+                f"{ours['calls_per_s_32']:,.0f} calls/s at 8 / 32 clients vs Cerbos "
+                f"{cerbos['calls_per_s_8']:,.0f} / {cerbos['calls_per_s_32']:,.0f}; BatchCheck "
+                f"{batch:,.0f} decisions/s = **{batch / single:.1f}x** Cerbos's single-check rate"
+            )
+    if len(table) == 4:
+        return None
+    return headline, [*table, ""]
 
 
 def main(argv: list[str] | None = None) -> int:
