@@ -58,13 +58,17 @@ class Snapshot:
     """One compiled bundle. Immutable once built; the engine swaps whole snapshots."""
 
     policy: CheckedPolicy
-    entries: dict[tuple[str, str], Entry]
-    by_type: dict[str, dict[str, Entry]]  # the same entries, looked up without building a tuple
+    by_type: dict[str, dict[str, Entry]]  # type -> action -> entry: no tuple built per lookup
     role_scopes: dict[str, tuple[str, ...]]  # role -> attributes subject and resource must share
     role_includes: dict[str, frozenset[str]]  # role -> itself and every role that inherits it
     bindings: tuple[RoleBinding, ...]
     graph: RelationGraph
     max_depth: int
+
+    @property
+    def entries(self) -> dict[tuple[str, str], Entry]:
+        """Every entry by (type, action), for inspection; checks use `by_type`."""
+        return {(t, a): e for t, actions in self.by_type.items() for a, e in actions.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,7 +198,6 @@ def compile_policy(
         by_type.setdefault(type_name, {})[action] = entry
     return Snapshot(
         policy,
-        entries,
         by_type,
         role_scopes,
         role_includes,
