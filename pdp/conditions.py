@@ -64,10 +64,11 @@ def _gen(expr: ast.Expr, k: list[Any]) -> str:
         if p.root != "context" and p.name in ("id", "type"):
             return "True"
         return f"({p.name!r} in {_ROOTS[p.root]})"
-    if isinstance(expr, ast.And):
-        return f"({_gen(expr.left, k)} and {_gen(expr.right, k)})"
-    if isinstance(expr, ast.Or):
-        return f"({_gen(expr.left, k)} or {_gen(expr.right, k)})"
+    if isinstance(expr, ast.And | ast.Or):
+        # A run `a or b or c` is one flat Python `or`: one level of parentheses and of recursion
+        # however long it is (policy_lang.limits counts it as one level for the same reason).
+        op = " and " if isinstance(expr, ast.And) else " or "
+        return "(" + op.join(_gen(e, k) for e in ast.operands(expr)) + ")"
     if isinstance(expr, ast.Not):
         return f"(not {_gen(expr.operand, k)})"
     if isinstance(expr, ast.Compare):

@@ -53,7 +53,7 @@ class RelationGraph:
     def check(self, object_type: str, object_id: str, relation: str, subject: str) -> bool:
         """Does `subject` ("type:id") hold `relation` on the object? Unknown relations hold for no one."""
         fn = self.functions.get((object_type, relation))
-        return fn is not None and fn(object_id, subject, 0, set())
+        return fn is not None and _walk(fn, object_id, subject)
 
     def relation(self, object_type: str, object_id: str, relation: str, subject: Entity) -> bool:
         """What a condition's `subject has REL on X` calls."""
@@ -62,7 +62,7 @@ class RelationGraph:
             return False
         if type(object_id) is not str:
             raise TypeError("a relation check needs a string id")
-        return fn(object_id, subject.type + ":" + subject.id, 0, set())
+        return _walk(fn, object_id, subject.type + ":" + subject.id)
 
     # ---- compilation
     def _direct(self, type_name: str, rel: ast.RelationDecl) -> RelationFn:
@@ -133,8 +133,10 @@ class RelationGraph:
             return self.functions[(type_name, expr.relation)]
         if isinstance(expr, ast.TupleToUserset):
             return self._tuple_to_userset(type_name, expr)
+        # A run of one operator (`a + b + c`) is one function looping over its operands, not a
+        # nest of binary ones: one Python frame per level however long the run.
+        branches = tuple(self._rewrite(type_name, e) for e in ast.userset_operands(expr))
         if isinstance(expr, ast.Union):
-            branches = tuple(self._rewrite(type_name, e) for e in _union_branches(expr))
 
             def union(oid: str, subject: str, depth: int, path: set[str]) -> bool:
                 limited = None
@@ -149,19 +151,40 @@ class RelationGraph:
                 return False
 
             return union
-        left = self._rewrite(type_name, expr.left)
-        right = self._rewrite(type_name, expr.right)
+        if len(branches) == 2:  # the common case, without a loop
+            left, right = branches
+            if isinstance(expr, ast.Intersection):
+
+                def intersection(oid: str, subject: str, depth: int, path: set[str]) -> bool:
+                    return left(oid, subject, depth, path) and right(oid, subject, depth, path)
+
+                return intersection
+
+            def exclusion(oid: str, subject: str, depth: int, path: set[str]) -> bool:
+                return left(oid, subject, depth, path) and not right(oid, subject, depth, path)
+
+            return exclusion
+        first, rest = branches[0], branches[1:]
         if isinstance(expr, ast.Intersection):
 
-            def intersection(oid: str, subject: str, depth: int, path: set[str]) -> bool:
-                return left(oid, subject, depth, path) and right(oid, subject, depth, path)
+            def intersection_run(oid: str, subject: str, depth: int, path: set[str]) -> bool:
+                for branch in branches:
+                    if not branch(oid, subject, depth, path):
+                        return False
+                return True
 
-            return intersection
+            return intersection_run
 
-        def exclusion(oid: str, subject: str, depth: int, path: set[str]) -> bool:
-            return left(oid, subject, depth, path) and not right(oid, subject, depth, path)
+        def exclusion_run(oid: str, subject: str, depth: int, path: set[str]) -> bool:
+            # ((a - b) - c): a, then not b, then not c, stopping at the first that decides.
+            if not first(oid, subject, depth, path):
+                return False
+            for branch in rest:
+                if branch(oid, subject, depth, path):
+                    return False
+            return True
 
-        return exclusion
+        return exclusion_run
 
     def _tuple_to_userset(self, type_name: str, expr: ast.TupleToUserset) -> RelationFn:
         subjects_index = self._store.subjects
@@ -212,16 +235,21 @@ class RelationGraph:
         return tuple_to_userset
 
 
-def _union_branches(expr: ast.UsersetExpr) -> list[ast.UsersetExpr]:
-    """`a + b + c` parses as ((a + b) + c); a union of many branches is one loop, not a tree."""
-    if isinstance(expr, ast.Union):
-        return _union_branches(expr.left) + _union_branches(expr.right)
-    return [expr]
+def _walk(fn: RelationFn, object_id: str, subject: str) -> bool:
+    """Start a walk. Each hop costs a few Python frames per level of the permissions it passes
+    (bounded by policy_lang.limits); a walk that runs out of stack before the configured depth
+    limit is a depth limit too, never a RecursionError."""
+    try:
+        return fn(object_id, subject, 0, set())
+    except RecursionError:
+        raise DepthLimitExceeded(f"{object_id}: the relation walk ran out of stack") from None
 
 
 def _computed(expr: ast.UsersetExpr) -> list[str]:
-    if isinstance(expr, ast.Computed):
-        return [expr.relation]
-    if isinstance(expr, ast.Union | ast.Intersection | ast.Exclusion):
-        return _computed(expr.left) + _computed(expr.right)
-    return []
+    out, stack = [], [expr]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.Computed):
+            out.append(node.relation)
+        stack.extend(ast.userset_children(node))
+    return out

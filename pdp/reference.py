@@ -250,10 +250,10 @@ class _Interpreter:
         return self.cond(e)
 
     def cond(self, e: ast.Expr) -> bool:
-        if isinstance(e, ast.And):
-            return self.cond(e.left) and self.cond(e.right)
+        if isinstance(e, ast.And):  # a run `a and b and c` in a loop: one frame, however long
+            return all(self.cond(x) for x in ast.operands(e))
         if isinstance(e, ast.Or):
-            return self.cond(e.left) or self.cond(e.right)
+            return any(self.cond(x) for x in ast.operands(e))
         if isinstance(e, ast.Not):
             return not self.cond(e.operand)
         if isinstance(e, ast.Present):
@@ -287,7 +287,10 @@ class _Interpreter:
                 if not isinstance(oid, str):
                     raise _Error("a relation check needs a string id")
             subject = self.req.subject
-            granted = self.relation(ot, oid, e.relation, subject, 0, frozenset())
+            try:
+                granted = self.relation(ot, oid, e.relation, subject, 0, frozenset())
+            except RecursionError:  # as the compiled walk: out of stack is a depth limit
+                raise _Depth(f"relation walk out of stack at {ot}:{oid}#{e.relation}") from None
             self.step(
                 "relation",
                 f"{ot}:{oid}#{e.relation}",
@@ -396,21 +399,24 @@ class _Interpreter:
             if limited:
                 raise _Depth(f"relation depth limit at {ot}:{oid}#{e.tupleset}")
             return False
+        # A run of one operator (`a + b + c`) in a loop, left to right, as nested pairs would go.
+        parts = ast.userset_operands(e)
         if isinstance(e, ast.Union):
-            try:
-                if self.userset(ot, oid, e.left, subject, depth, path):
-                    return True
-            except _Depth:
-                if self.userset(ot, oid, e.right, subject, depth, path):
-                    return True
-                raise
-            return self.userset(ot, oid, e.right, subject, depth, path)
+            # Any operand that grants grants; else an operand that hit the depth limit raises.
+            limited: _Depth | None = None
+            for part in parts:
+                try:
+                    if self.userset(ot, oid, part, subject, depth, path):
+                        return True
+                except _Depth as exc:
+                    limited = exc
+            if limited is not None:
+                raise limited
+            return False
         if isinstance(e, ast.Intersection):
-            return self.userset(ot, oid, e.left, subject, depth, path) and self.userset(
-                ot, oid, e.right, subject, depth, path
-            )
-        return self.userset(ot, oid, e.left, subject, depth, path) and not self.userset(
-            ot, oid, e.right, subject, depth, path
+            return all(self.userset(ot, oid, part, subject, depth, path) for part in parts)
+        return self.userset(ot, oid, parts[0], subject, depth, path) and not any(
+            self.userset(ot, oid, part, subject, depth, path) for part in parts[1:]
         )
 
 

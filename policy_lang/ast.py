@@ -248,25 +248,68 @@ Expr = (
 )
 
 
-def walk(expr: Expr) -> Iterator[Expr]:
-    """The expression and every expression inside it, parents first."""
-    yield expr
+def children(expr: Expr) -> tuple[Expr, ...]:
+    """The expressions directly inside `expr`, left to right."""
     if isinstance(expr, And | Or | Compare):
-        yield from walk(expr.left)
-        yield from walk(expr.right)
-    elif isinstance(expr, Not):
-        yield from walk(expr.operand)
-    elif isinstance(expr, Present):
-        yield expr.path
-    elif isinstance(expr, In):
-        yield from walk(expr.element)
-        yield from walk(expr.collection)
-    elif isinstance(expr, MethodCall):
-        yield from walk(expr.target)
-        for arg in expr.args:
-            yield from walk(arg)
-    elif isinstance(expr, RelationCheck) and expr.entity.id is not None:
-        yield from walk(expr.entity.id)
+        return (expr.left, expr.right)
+    if isinstance(expr, Not):
+        return (expr.operand,)
+    if isinstance(expr, Present):
+        return (expr.path,)
+    if isinstance(expr, In):
+        return (expr.element, expr.collection)
+    if isinstance(expr, MethodCall):
+        return (expr.target, *expr.args)
+    if isinstance(expr, RelationCheck) and expr.entity.id is not None:
+        return (expr.entity.id,)
+    return ()
+
+
+def walk(expr: Expr) -> Iterator[Expr]:
+    """The expression and every expression inside it, parents first, left to right.
+
+    An explicit stack, not recursion: a checked condition is bounded (policy_lang.limits), but
+    the checker walks conditions before it knows they are."""
+    stack = [expr]
+    while stack:
+        node = stack.pop()
+        yield node
+        stack.extend(reversed(children(node)))
+
+
+def operands(expr: And | Or) -> list[Expr]:
+    """`a or b or c` parses as ((a or b) or c): the operands of that left-leaning run of one
+    operator, in order. Code generation, the reference interpreter and the formatter treat a run
+    as one level, so a 1,000-term `or` is a loop, not a 1,000-deep recursion."""
+    kind = type(expr)
+    out: list[Expr] = []
+    node: Expr = expr
+    while type(node) is kind:
+        out.append(node.right)  # type: ignore[union-attr]
+        node = node.left  # type: ignore[union-attr]
+    out.append(node)
+    out.reverse()
+    return out
+
+
+def userset_operands(expr: Union | Intersection | Exclusion) -> list[UsersetExpr]:
+    """The operands of a left-leaning run of one userset operator (`a + b + c`, `a & b & c`,
+    `a - b - c`), in order, as `operands` does for conditions."""
+    kind = type(expr)
+    out: list[UsersetExpr] = []
+    node: UsersetExpr = expr
+    while type(node) is kind:
+        out.append(node.right)  # type: ignore[union-attr]
+        node = node.left  # type: ignore[union-attr]
+    out.append(node)
+    out.reverse()
+    return out
+
+
+def userset_children(expr: UsersetExpr) -> tuple[UsersetExpr, ...]:
+    if isinstance(expr, Union | Intersection | Exclusion):
+        return (expr.left, expr.right)
+    return ()
 
 
 Item = TypeDecl | ContextDecl | RoleDecl | BindWhen | BindFrom | RuleDecl

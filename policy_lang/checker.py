@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from policy_lang import ast
+from policy_lang import ast, limits
 from policy_lang.diagnostics import Diagnostic, Loc
 
 BUILTIN_ATTRS = {"id": "string", "type": "string"}
@@ -77,6 +77,9 @@ class _Checker:
     def __init__(self) -> None:
         self.policy = CheckedPolicy()
         self.diagnostics: list[Diagnostic] = []
+        # Conditions and permissions past a limit (by id): reported once, then never walked by
+        # the recursive checks below, which the limits are what keep bounded.
+        self._oversized: set[int] = set()
 
     def error(self, code: str, message: str, loc: Loc, hint: str = "") -> None:
         self.diagnostics.append(Diagnostic(code, message, loc, "error", hint))
@@ -87,9 +90,11 @@ class _Checker:
     def run(self, files: list[ast.PolicyFile]) -> None:
         items = [item for f in sorted(files, key=lambda f: f.path) for item in f.items]
         self._collect(items)
+        self._check_limits()
         for info in self.policy.types.values():
             self._check_type(info)
         self._check_permission_cycles()
+        self._check_permission_depth()
         self._check_roles()
         for binding in self.policy.bindings:
             self._check_binding(binding)
@@ -97,7 +102,37 @@ class _Checker:
             self._check_rule(rule)
         self._check_shadowing()
 
-    # ---- declarations
+    # ---- limits
+    def _check_limits(self) -> None:
+        conditions = [r.condition for r in self.policy.rules if r.condition is not None]
+        conditions += [b.condition for b in self.policy.bindings if isinstance(b, ast.BindWhen)]
+        for condition in conditions:
+            excess = limits.expression_excess(condition)
+            if excess is not None:
+                self.error(
+                    excess.code,
+                    excess.message,
+                    excess.loc,
+                    hint="split it into several rules, or use `in [...]` for a list of values",
+                )
+                self._oversized.add(id(condition))
+            for literal in limits.int_literals(condition):
+                self.error(
+                    "int_out_of_range",
+                    f"an integer must lie within ±2**53 ({limits.MAX_INT:,})",
+                    literal.loc,
+                )
+        for info in self.policy.types.values():
+            for perm in info.permissions.values():
+                nodes, _, _ = limits.userset_shape(perm.expr)
+                if nodes > limits.MAX_USERSET_NODES:
+                    self.error(
+                        "permission_too_large",
+                        f"permission `{info.decl.name}.{perm.name}` may have at most {limits.MAX_USERSET_NODES:,} parts",
+                        perm.loc,
+                    )
+                    self._oversized.add(id(perm.expr))
+
     def _collect(self, items: list[ast.Item]) -> None:
         p = self.policy
         rule_names: dict[str, ast.RuleDecl] = {}
@@ -190,9 +225,15 @@ class _Checker:
                         ref.loc,
                     )
         for perm in info.permissions.values():
-            self._check_userset(info, perm.expr, perm.loc)
+            if id(perm.expr) not in self._oversized:
+                stack = [perm.expr]
+                while stack:
+                    node = stack.pop()
+                    self._check_userset(info, node, perm.loc)
+                    stack.extend(reversed(ast.userset_children(node)))
 
     def _check_userset(self, info: TypeInfo, expr: ast.UsersetExpr, loc: Loc) -> None:
+        """One leaf of a permission's rewrite (the caller walks the tree)."""
         if isinstance(expr, ast.Computed):
             if not info.has_relation(expr.relation):
                 self.error(
@@ -216,16 +257,17 @@ class _Checker:
                     f"no type reachable through `{expr.tupleset}` has a relation `{expr.computed}`",
                     expr.loc,
                 )
-        else:
-            self._check_userset(info, expr.left, loc)
-            self._check_userset(info, expr.right, loc)
 
     def _check_permission_cycles(self) -> None:
         # Computed usersets stay on the same object; a cycle among them never reaches data and
         # can never terminate. Hops through tuples (`parent->view`, `group#member`) walk data and
         # are bounded at run time by the depth limit instead.
         for info in self.policy.types.values():
-            edges = {name: set(_computed_refs(p.expr)) for name, p in info.permissions.items()}
+            edges = {
+                name: set(_computed_refs(p.expr))
+                for name, p in info.permissions.items()
+                if id(p.expr) not in self._oversized
+            }
             for start, perm in info.permissions.items():
                 if _reaches(edges, start, start):
                     self.error(
@@ -234,6 +276,41 @@ class _Checker:
                         perm.loc,
                         hint="a permission may refer to itself only through a relation to another object, e.g. `parent->view`",
                     )
+
+    def _check_permission_depth(self) -> None:
+        """A permission calls the permissions it names directly, so its depth at run time
+        counts theirs: `a = b & c` is one level deeper than the deeper of `b` and `c`."""
+        for info in self.policy.types.values():
+            shapes = {
+                name: limits.userset_shape(p.expr)
+                for name, p in info.permissions.items()
+                if id(p.expr) not in self._oversized
+            }
+            depth: dict[str, int] = {}
+            # Dependency order by repeated passes; permissions on a cycle (already reported)
+            # or naming an oversized one never resolve and are left alone.
+            pending = dict(shapes)
+            while pending:
+                progressed = False
+                for name, (_, own, leaves) in list(pending.items()):
+                    refs = [(c, lv) for c, lv in leaves if c.relation in info.permissions]
+                    if any(c.relation not in depth for c, _ in refs):
+                        continue
+                    total = max([own, *(lv - 1 + depth[c.relation] for c, lv in refs)])
+                    depth[name] = total
+                    del pending[name]
+                    progressed = True
+                    over = total > limits.MAX_USERSET_DEPTH
+                    if over and all(depth[c.relation] <= limits.MAX_USERSET_DEPTH for c, _ in refs):
+                        perm = info.permissions[name]
+                        self.error(
+                            "permission_too_deep",
+                            f"permission `{info.decl.name}.{name}` nests {total} levels deep, counting the permissions it names; the limit is {limits.MAX_USERSET_DEPTH}",
+                            perm.loc,
+                            hint="name fewer permissions inside each other, or flatten `a + (b + c)` to `a + b + c`",
+                        )
+                if not progressed:
+                    break
 
     # ---- roles
     def _check_roles(self) -> None:
@@ -254,6 +331,17 @@ class _Checker:
         for name, role in roles.items():
             if _reaches(edges, name, name):
                 self.error("cycle", f"role `{name}` inherits from itself", role.loc)
+        depths = limits.role_depths(roles)
+        for name, role in roles.items():
+            own = depths.get(name, 0)
+            if own > limits.MAX_ROLE_DEPTH and all(
+                depths.get(p, 0) <= limits.MAX_ROLE_DEPTH for p in role.parents
+            ):
+                self.error(
+                    "role_chain_too_long",
+                    f"role `{name}` extends {own} levels of roles; the limit is {limits.MAX_ROLE_DEPTH}",
+                    role.loc,
+                )
 
     def _check_target(
         self, actions: tuple[str, ...] | None, types: tuple[str, ...] | None, loc: Loc
@@ -294,7 +382,8 @@ class _Checker:
                     node.loc,
                     hint="bind both roles from the same attribute or relation instead",
                 )
-        self._expect_bool(binding.condition, None)
+        if id(binding.condition) not in self._oversized:
+            self._expect_bool(binding.condition, None)
 
     # ---- rules
     def _check_rule(self, rule: ast.RuleDecl) -> None:
@@ -305,7 +394,7 @@ class _Checker:
                 "only a forbid can ask its deny to look like not found",
                 rule.loc,
             )
-        if rule.condition is None:
+        if rule.condition is None or id(rule.condition) in self._oversized:
             return
         types = tuple(t for t in rule.types if t in self.policy.types) if rule.types else None
         self._expect_bool(rule.condition, types)
@@ -376,8 +465,8 @@ class _Checker:
             self._path_type(expr.path, types)
             return "bool"
         if isinstance(expr, ast.And | ast.Or):
-            self._expect_bool(expr.left, types)
-            self._expect_bool(expr.right, types)
+            for operand in ast.operands(expr):  # a run of `or`s is a loop, not a recursion
+                self._expect_bool(operand, types)
             return "bool"
         if isinstance(expr, ast.Not):
             self._expect_bool(expr.operand, types)
@@ -493,16 +582,13 @@ def _constant(expr: ast.Expr) -> bool | None:
     if isinstance(expr, ast.Not):
         inner = _constant(expr.operand)
         return None if inner is None else not inner
-    if isinstance(expr, ast.And):
-        left, right = _constant(expr.left), _constant(expr.right)
-        if left is False or right is False:
-            return False
-        return True if left and right else None
-    if isinstance(expr, ast.Or):
-        left, right = _constant(expr.left), _constant(expr.right)
-        if left is True or right is True:
-            return True
-        return False if left is False and right is False else None
+    if isinstance(expr, ast.And | ast.Or):
+        # `and` is false if any operand is, true if all are; `or` the other way round.
+        absorbing = isinstance(expr, ast.Or)
+        values = [_constant(e) for e in ast.operands(expr)]
+        if absorbing in values:
+            return absorbing
+        return (not absorbing) if all(v is not None for v in values) else None
     if (
         isinstance(expr, ast.Compare)
         and isinstance(expr.left, ast.Literal)
@@ -523,11 +609,12 @@ def _covers(outer: tuple[str, ...] | None, inner: tuple[str, ...] | None) -> boo
 
 
 def _computed_refs(expr: ast.UsersetExpr) -> Iterator[str]:
-    if isinstance(expr, ast.Computed):
-        yield expr.relation
-    elif isinstance(expr, ast.Union | ast.Intersection | ast.Exclusion):
-        yield from _computed_refs(expr.left)
-        yield from _computed_refs(expr.right)
+    stack = [expr]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.Computed):
+            yield node.relation
+        stack.extend(ast.userset_children(node))
 
 
 def _reaches(edges: dict[str, set[str]], start: str, goal: str) -> bool:

@@ -163,11 +163,14 @@ def _prec(e: ast.Expr) -> int:
 
 def expr(e: ast.Expr) -> str:
     if isinstance(e, ast.Or | ast.And):
-        op = "or" if isinstance(e, ast.Or) else "and"
+        # The run `a or b or c` in a loop (it parses left-leaning, so only its first operand
+        # may be of looser precedence); a right operand of equal precedence keeps its parentheses.
+        op = " or " if isinstance(e, ast.Or) else " and "
         p = _prec(e)
-        left = expr(e.left) if _prec(e.left) >= p else f"({expr(e.left)})"
-        right = expr(e.right) if _prec(e.right) > p else f"({expr(e.right)})"
-        return f"{left} {op} {right}"
+        first, *rest = ast.operands(e)
+        parts = [expr(first) if _prec(first) >= p else f"({expr(first)})"]
+        parts += [expr(x) if _prec(x) > p else f"({expr(x)})" for x in rest]
+        return op.join(parts)
     if isinstance(e, ast.Not):
         inner = expr(e.operand)
         return f"not {inner}" if _prec(e.operand) >= 3 else f"not ({inner})"
@@ -213,9 +216,11 @@ def userset(e: ast.UsersetExpr, parent: int = 0) -> str:
         return e.relation
     if isinstance(e, ast.TupleToUserset):
         return f"{e.tupleset}->{e.computed}"
+    # A run of one operator in a loop, as in `expr`.
+    first, *rest = ast.userset_operands(e)
     if isinstance(e, ast.Intersection):
-        text = f"{userset(e.left, 2)} & {userset(e.right, 3)}"
+        text = " & ".join([userset(first, 2), *(userset(x, 3) for x in rest)])
         return f"({text})" if parent > 2 else text
-    op = "+" if isinstance(e, ast.Union) else "-"
-    text = f"{userset(e.left, 1)} {op} {userset(e.right, 2)}"
+    op = " + " if isinstance(e, ast.Union) else " - "
+    text = op.join([userset(first, 1), *(userset(x, 2) for x in rest)])
     return f"({text})" if parent > 1 else text

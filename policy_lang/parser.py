@@ -18,6 +18,7 @@ from lark.tree import Meta
 
 from policy_lang import ast
 from policy_lang.diagnostics import Diagnostic, Loc, PolicyError
+from policy_lang.limits import MAX_INT, MAX_SYNTAX_ERRORS
 
 # What Lark's terminal names mean to a person writing policy.
 _TERMINAL_WORDS = {
@@ -83,7 +84,7 @@ def parse(text: str, path: str = "<policy>") -> ast.PolicyFile:
         except UnexpectedInput as exc:
             errors.append(_syntax_diagnostic(exc, text, path))
             resume = _next_item_start(text, exc.pos_in_stream if exc.pos_in_stream else len(text))
-            if resume is None:
+            if resume is None or len(errors) >= MAX_SYNTAX_ERRORS:
                 break
             # The items before the error are lost for this pass; parse them alone to keep them.
             items.extend(_parse_prefix(text, offset, exc, path))
@@ -184,11 +185,26 @@ class _Builder:
         return list(self._build(tree).children)
 
     def _build(self, tree: Tree[Token]) -> Any:
-        children = [self._build(c) if isinstance(c, Tree) else c for c in tree.children]
-        rule = self._rules.get(tree.data)
-        if rule is None:  # `start`, the only rule without a node of its own
-            return Tree(tree.data, children, tree.meta)
-        return rule(tree.meta, children)
+        # Bottom-up with an explicit stack, not recursion: `not not ... x` or a long `or` nests
+        # as deep as it is long, and the checker, not Python's stack, says how deep is too deep.
+        pending: list[tuple[Tree[Token], bool]] = [(tree, False)]
+        built: list[Any] = []
+        while pending:
+            node, ready = pending.pop()
+            if not ready:
+                pending.append((node, True))
+                pending.extend((c, False) for c in reversed(node.children) if isinstance(c, Tree))
+                continue
+            subtrees = sum(1 for c in node.children if isinstance(c, Tree))
+            done = iter(built[len(built) - subtrees :])
+            children = [next(done) if isinstance(c, Tree) else c for c in node.children]
+            del built[len(built) - subtrees :]
+            rule = self._rules.get(node.data)
+            if rule is None:  # `start`, the only rule without a node of its own
+                built.append(Tree(node.data, children, node.meta))
+            else:
+                built.append(rule(node.meta, children))
+        return built[0]
 
     def _loc(self, meta: Meta) -> Loc:
         if getattr(meta, "empty", True):
@@ -368,7 +384,13 @@ class _Builder:
         return ast.Literal(value, self._loc(meta))
 
     def int_(self, meta: Meta, c: list[Any]) -> ast.Literal:
-        return ast.Literal(int(str(c[0])), self._loc(meta))
+        text = str(c[0])
+        digits = text.lstrip("+-").lstrip("0") or "0"
+        if len(digits) > len(str(MAX_INT)):
+            # Past the range anyway, and past 4,300 digits int() itself refuses: keep a value
+            # just as far out of range, for the checker to report as `int_out_of_range`.
+            return ast.Literal((MAX_INT + 1) * (-1 if text.startswith("-") else 1), self._loc(meta))
+        return ast.Literal(int(text), self._loc(meta))
 
     def true(self, meta: Meta, c: list[Any]) -> ast.Literal:
         return ast.Literal(True, self._loc(meta))
