@@ -168,21 +168,15 @@ class RelationGraph:
         if isinstance(expr, ast.Intersection):
 
             def intersection_run(oid: str, subject: str, depth: int, path: set[str]) -> bool:
-                for branch in branches:
-                    if not branch(oid, subject, depth, path):
-                        return False
-                return True
+                return all(branch(oid, subject, depth, path) for branch in branches)
 
             return intersection_run
 
         def exclusion_run(oid: str, subject: str, depth: int, path: set[str]) -> bool:
             # ((a - b) - c): a, then not b, then not c, stopping at the first that decides.
-            if not first(oid, subject, depth, path):
-                return False
-            for branch in rest:
-                if branch(oid, subject, depth, path):
-                    return False
-            return True
+            return first(oid, subject, depth, path) and not any(
+                branch(oid, subject, depth, path) for branch in rest
+            )
 
         return exclusion_run
 

@@ -403,15 +403,15 @@ class _Interpreter:
         parts = ast.userset_operands(e)
         if isinstance(e, ast.Union):
             # Any operand that grants grants; else an operand that hit the depth limit raises.
-            limited: _Depth | None = None
+            hit_limit: _Depth | None = None
             for part in parts:
                 try:
                     if self.userset(ot, oid, part, subject, depth, path):
                         return True
                 except _Depth as exc:
-                    limited = exc
-            if limited is not None:
-                raise limited
+                    hit_limit = exc
+            if hit_limit is not None:
+                raise hit_limit
             return False
         if isinstance(e, ast.Intersection):
             return all(self.userset(ot, oid, part, subject, depth, path) for part in parts)

@@ -284,9 +284,9 @@ def operands(expr: And | Or) -> list[Expr]:
     kind = type(expr)
     out: list[Expr] = []
     node: Expr = expr
-    while type(node) is kind:
-        out.append(node.right)  # type: ignore[union-attr]
-        node = node.left  # type: ignore[union-attr]
+    while isinstance(node, And | Or) and type(node) is kind:
+        out.append(node.right)
+        node = node.left
     out.append(node)
     out.reverse()
     return out
@@ -298,9 +298,9 @@ def userset_operands(expr: Union | Intersection | Exclusion) -> list[UsersetExpr
     kind = type(expr)
     out: list[UsersetExpr] = []
     node: UsersetExpr = expr
-    while type(node) is kind:
-        out.append(node.right)  # type: ignore[union-attr]
-        node = node.left  # type: ignore[union-attr]
+    while isinstance(node, Union | Intersection | Exclusion) and type(node) is kind:
+        out.append(node.right)
+        node = node.left
     out.append(node)
     out.reverse()
     return out

@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import json
 
-from policy_lang import ast
-from policy_lang.diagnostics import Loc
+from policy_lang import ast, limits
+from policy_lang.diagnostics import Diagnostic, Loc, PolicyError
 from policy_lang.parser import parse
 
 INDENT = "  "
 
 
 def format_source(text: str, path: str = "<policy>") -> str:
-    """Parse `text` and print it canonically. Raises PolicyError when it does not parse."""
+    """Parse `text` and print it canonically. Raises PolicyError when it does not parse, or
+    nests deeper than the language allows (the printer recurses per level)."""
     tree = parse(text, path)
+    too_deep = _too_deep(tree)
+    if too_deep:
+        raise PolicyError(too_deep)
     comments = _Comments(text)
     out: list[str] = []
     previous_kind = ""
@@ -33,6 +37,27 @@ def format_source(text: str, path: str = "<policy>") -> str:
         previous_kind = kind
     out.extend(comments.rest())
     return "\n".join(out).rstrip() + "\n"
+
+
+def _too_deep(tree: ast.PolicyFile) -> list[Diagnostic]:
+    out = []
+    for item in tree.items:
+        if isinstance(item, ast.RuleDecl | ast.BindWhen) and item.condition is not None:
+            excess = limits.expression_excess(item.condition)
+            if excess is not None:
+                out.append(Diagnostic(excess.code, excess.message, excess.loc))
+        elif isinstance(item, ast.TypeDecl):
+            for perm in item.permissions:
+                nodes, depth, _ = limits.userset_shape(perm.expr)
+                if nodes > limits.MAX_USERSET_NODES:
+                    message = f"a permission may have at most {limits.MAX_USERSET_NODES:,} parts"
+                    out.append(Diagnostic("permission_too_large", message, perm.loc))
+                elif depth > limits.MAX_USERSET_DEPTH:
+                    message = (
+                        f"a permission may nest at most {limits.MAX_USERSET_DEPTH} levels deep"
+                    )
+                    out.append(Diagnostic("permission_too_deep", message, perm.loc))
+    return out
 
 
 class _Comments:
