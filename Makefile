@@ -32,12 +32,13 @@ run: $(PROTO_STAMP)
 	$(VENV)/bin/pdp serve --bundle $(BUNDLE) --listen $(LISTEN) --http-listen $(HTTP_LISTEN) \
 		--data-dir $(DATA_DIR) --dev-keys
 
-# A client allowed every admin RPC, for `make run`: prints its secret once. Get a token with
+# An operator's client (bound to no tenant) allowed every admin RPC, for `make run`: prints its
+# secret once. Get a token with
 # curl -u dev-admin:SECRET -d grant_type=client_credentials http://$(HTTP_LISTEN)/oauth/token
 dev-client: $(STAMP)
 	mkdir -p $(DATA_DIR)
 	$(VENV)/bin/pdp tokens create-client --db $(DATA_DIR)/tokens.db --client-id dev-admin \
-		--tenant acme --scope admin --role admin
+		--tenant '*' --scope admin
 
 test: $(PROTO_STAMP)
 	$(PY) -m pytest -q

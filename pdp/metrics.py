@@ -68,6 +68,7 @@ class Metrics:
         tuple_revision: int,
         audit_dropped: int,
         audit_subscribers: int,
+        tuples_quarantined: int = 0,
     ) -> str:
         with self._lock:
             decisions = dict(self._decisions)
@@ -103,6 +104,12 @@ class Metrics:
         _gauge(add, "pdp_bundle_loads_total", "Bundles loaded.", loads, "counter")
         _gauge(add, "pdp_bundle_rejections_total", "Bundles refused.", rejections, "counter")
         _gauge(add, "pdp_tuple_revision", "Current relation-tuple revision.", tuple_revision)
+        _gauge(
+            add,
+            "pdp_tuples_quarantined",
+            "Stored tuple rows a start could not apply (see BundleStatus).",
+            tuples_quarantined,
+        )
         _gauge(
             add, "pdp_audit_dropped_events_total", "Audit events dropped.", audit_dropped, "counter"
         )

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from types import MappingProxyType
 
+from pdp.identifiers import ID_PATTERN, ID_RULE, NAME_PATTERN
+
 # An attribute value as the engine sees it. Lists arriving from the wire become frozensets.
 Value = str | int | bool | frozenset[str] | frozenset[int]
 
@@ -91,16 +93,18 @@ class Decision:
         return self.effect is _ALLOW
 
 
+# One tuple's text form, in the identifier grammar of pdp.identifiers: no id can hold a separator.
 _TUPLE_RE = re.compile(
-    r"^(?P<ot>[A-Za-z_][\w-]*):(?P<oid>[^#@\s]+)#(?P<rel>[A-Za-z_]\w*)"
-    r"@(?P<st>[A-Za-z_][\w-]*):(?P<sid>[^#@\s]+)(?:#(?P<srel>[A-Za-z_]\w*))?$"
+    rf"^(?P<ot>{NAME_PATTERN}):(?P<oid>{ID_PATTERN})#(?P<rel>{NAME_PATTERN})"
+    rf"@(?P<st>{NAME_PATTERN}):(?P<sid>{ID_PATTERN}|\*)(?:#(?P<srel>{NAME_PATTERN}))?$"
 )
 
 
 # The same shapes as _TUPLE_RE, one field at a time, for tuples that arrive already split.
-_TYPE_NAME = re.compile(r"[A-Za-z_][\w-]*").fullmatch
-_OBJECT_ID = re.compile(r"[^#@\s]+").fullmatch
-_RELATION = re.compile(r"[A-Za-z_]\w*").fullmatch
+_TYPE_NAME = re.compile(NAME_PATTERN).fullmatch
+_OBJECT_ID = re.compile(ID_PATTERN).fullmatch
+_SUBJECT_ID = re.compile(rf"{ID_PATTERN}|\*").fullmatch
+_RELATION = re.compile(NAME_PATTERN).fullmatch
 
 
 class TupleSyntaxError(ValueError):
@@ -124,9 +128,10 @@ class RelationTuple:
     @classmethod
     def parse(cls, text: str) -> RelationTuple:
         m = _TUPLE_RE.match(text.strip())
-        if m is None:
+        if m is None or (m["sid"] == "*" and m["srel"]):
             raise TupleSyntaxError(
-                f"`{text}` is not a relation tuple; expected `type:id#relation@type:id[#relation]`"
+                f"`{text}` is not a relation tuple; expected `type:id#relation@type:id[#relation]` "
+                f"with each id {ID_RULE} (or `*` as a subject id alone)"
             )
         return cls(m["ot"], m["oid"], m["rel"], m["st"], m["sid"], m["srel"] or "")
 
@@ -150,7 +155,8 @@ class RelationTuple:
                 and rel
                 and (_known(srel) if hash_ else not srel)
                 and _OBJECT_ID(oid)
-                and _OBJECT_ID(sid)
+                and _SUBJECT_ID(sid)
+                and not (sid == "*" and hash_)
             ):
                 if names is not None:
                     oid, sid = names.setdefault(oid, oid), names.setdefault(sid, sid)

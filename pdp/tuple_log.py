@@ -2,6 +2,7 @@
 
 Each write call is one transaction, committed before the engine sees it, so an acknowledged write
 survives a restart or a kill -9. The overlay keeps the latest state per tuple: present or deleted.
+Only pdp.writer calls this module: it validates before appending, so a refused write is never here.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pdp.model import RelationTuple
+from pdp.model import RelationTuple, TupleSyntaxError
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS overlay (
@@ -21,6 +22,15 @@ CREATE TABLE IF NOT EXISTS overlay (
     revision INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+-- Rows that could not be applied at a start (no longer a tuple, or no longer fit the schema):
+-- moved here, never applied again and never silently dropped. An operator inspects them.
+CREATE TABLE IF NOT EXISTS quarantine (
+    tuple    TEXT NOT NULL,
+    present  INTEGER NOT NULL,
+    revision INTEGER NOT NULL,
+    reason   TEXT NOT NULL,
+    at       REAL NOT NULL
+);
 """
 
 
@@ -31,6 +41,16 @@ class Overlay:
     writes: tuple[RelationTuple, ...]
     deletes: tuple[RelationTuple, ...]
     revision: int
+    unreadable: tuple[tuple[str, bool], ...] = ()  # (row text, present): not a tuple any more
+
+
+@dataclass(frozen=True, slots=True)
+class Quarantined:
+    """A row moved out of the overlay: its text, whether it was a write, and why."""
+
+    tuple: str
+    present: bool
+    reason: str
 
 
 class TupleLog:
@@ -54,9 +74,43 @@ class TupleLog:
         with self._lock:
             rows = self._db.execute("SELECT tuple, present FROM overlay ORDER BY tuple").fetchall()
             rev = self._db.execute("SELECT value FROM meta WHERE key = 'revision'").fetchone()
-        writes = tuple(RelationTuple.parse(t) for t, present in rows if present)
-        deletes = tuple(RelationTuple.parse(t) for t, present in rows if not present)
-        return Overlay(writes, deletes, rev[0] if rev else 0)
+        writes, deletes, unreadable = [], [], []
+        for text, present in rows:
+            try:
+                t = RelationTuple.parse(text)
+            except TupleSyntaxError:  # e.g. written before the identifier grammar was enforced
+                unreadable.append((text, bool(present)))
+                continue
+            (writes if present else deletes).append(t)
+        return Overlay(tuple(writes), tuple(deletes), rev[0] if rev else 0, tuple(unreadable))
+
+    def quarantine(self, rows: Sequence[Quarantined], at: float) -> None:
+        """Move `rows` from the overlay to the quarantine table, in one transaction."""
+        if not rows:
+            return
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for row in rows:
+                    self._db.execute(
+                        "INSERT INTO quarantine (tuple, present, revision, reason, at) "
+                        "SELECT tuple, present, revision, ?, ? FROM overlay WHERE tuple = ?",
+                        (row.reason, at, row.tuple),
+                    )
+                    self._db.execute("DELETE FROM overlay WHERE tuple = ?", (row.tuple,))
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def quarantined(self, limit: int = 10) -> tuple[int, list[Quarantined]]:
+        """How many rows are in quarantine, and the first `limit` of them."""
+        with self._lock:
+            (count,) = self._db.execute("SELECT count(*) FROM quarantine").fetchone()
+            rows = self._db.execute(
+                "SELECT tuple, present, reason FROM quarantine ORDER BY rowid LIMIT ?", (limit,)
+            ).fetchall()
+        return count, [Quarantined(t, bool(p), r) for t, p, r in rows]
 
     def append(
         self,
@@ -64,8 +118,7 @@ class TupleLog:
         deletes: Sequence[RelationTuple],
         revision: int,
     ) -> None:
-        """Record one write call atomically. A tuple both written and deleted ends up deleted,
-        matching the engine, which applies writes before deletes."""
+        """Record one write call atomically. The caller refuses a tuple both written and deleted."""
         rows = [(str(t), 1, revision) for t in writes] + [(str(t), 0, revision) for t in deletes]
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
@@ -89,7 +142,7 @@ class TupleLog:
     def _set_revision(self, revision: int) -> None:
         self._db.execute(
             "INSERT INTO meta (key, value) VALUES ('revision', ?) "
-            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            "ON CONFLICT(key) DO UPDATE SET value = max(value, excluded.value)",  # never back
             (revision,),
         )
 

@@ -159,6 +159,13 @@ class TupleStore:
             del self._split[skey]
 
     # ---- reads
+    def written(self) -> Iterator[RelationTuple]:
+        """Every tuple the overlay added (written through the API), whether or not a bundle holds
+        it too: the tuples a schema change must not orphan."""
+        for okey, subs in list(self._added.items()):
+            for skey in tuple(subs):
+                yield _from_keys(okey, skey)
+
     def contains(self, t: RelationTuple) -> bool:
         subjects = self.subjects.get(object_key(t.object_type, t.object_id, t.relation))
         return (

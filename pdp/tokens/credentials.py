@@ -10,6 +10,8 @@ import hashlib
 import hmac
 import secrets
 
+from pdp.identifiers import id_problem, is_id
+from pdp.tenancy import ANY_TENANT
 from pdp.tokens.store import Client
 
 SECRET_BYTES = 32  # 256 bits
@@ -42,8 +44,14 @@ def make_client(
     subject: str | None = None,
 ) -> tuple[Client, str]:
     """A new client record and its secret; the secret is never stored, only its hash."""
-    if not client_id or any(c.isspace() or c == ":" for c in client_id):
-        raise ValueError("a client id must be non-empty, without spaces or `:`")
+    # The client id is the default token subject: both follow the identifier grammar, so no
+    # token subject can spell a userset, a wildcard or a tuple separator.
+    if not is_id(client_id):
+        raise ValueError(f"client id: {id_problem(client_id)}")
+    if subject is not None and not is_id(subject):
+        raise ValueError(f"subject: {id_problem(subject)}")
+    if not (is_id(tenant) or tenant == ANY_TENANT):
+        raise ValueError(f"tenant: {id_problem(tenant)} (or `*` for a client bound to no tenant)")
     secret = new_secret()
     client = Client(
         client_id=client_id,

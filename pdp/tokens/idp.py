@@ -15,6 +15,7 @@ from typing import Any
 
 import jwt
 
+from pdp.identifiers import is_id
 from pdp.tokens import jws_checks as checks
 from pdp.tokens.errors import KeyConfigError
 from pdp.tokens.jws_checks import fail
@@ -163,9 +164,12 @@ class IdPVerifier:
         roles = idp.default_roles
         if idp.roles_claim is not None and idp.roles_claim in claims:
             roles = checks.str_list_claim(claims, idp.roles_claim)
+        subject = idp.subject_id(checks.str_claim(claims, "sub"))
+        if not is_id(subject):  # an IdP's `sub` with `@`, `#`, spaces...: never our subject
+            fail("`sub` is not an identifier pdp accepts")
         return ExternalIdentity(
             issuer=idp.issuer,
-            subject=idp.subject_id(checks.str_claim(claims, "sub")),
+            subject=subject,
             tenant=idp.tenant,
             roles=roles,
             idp=idp,

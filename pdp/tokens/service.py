@@ -17,6 +17,7 @@ from pdp.tokens.errors import InvalidToken, OAuthError
 from pdp.tokens.idp import IdPVerifier
 from pdp.tokens.issuer import AccessTokenIssuer, IssuedToken
 from pdp.tokens.keys import EventHook
+from pdp.tenancy import ANY_TENANT
 from pdp.tokens.ratelimit import FailureLimiter
 from pdp.tokens.store import Client, Family, RotateOutcome, TokenStore
 from pdp.tokens.verifier import Verifier
@@ -28,7 +29,6 @@ ID_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:id_token"
 JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
 GRANT_TYPES = (CLIENT_CREDENTIALS, REFRESH_TOKEN, TOKEN_EXCHANGE)
-ANY_TENANT = "*"
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,9 +150,10 @@ class TokenService:
         return tuple(sorted(wanted))
 
     def client_credentials(self, client: Client, scope: str | None) -> TokenResponse:
+        # A client of tenant `*` granted client_credentials is an operator's credential: its
+        # tokens are bound to no tenant (claim `tenant: "*"`), which cross-tenant admin calls
+        # need (pdp.tenancy). As a Check subject, `*` equals no tenant a policy compares it to.
         self._check_grant(client, CLIENT_CREDENTIALS)
-        if client.tenant == ANY_TENANT:
-            raise OAuthError("unauthorized_client", "a multi-tenant client cannot act itself")
         scopes = self._scopes(scope, client.scopes)
         access = self.issuer.issue(
             subject=client.subject,

@@ -10,6 +10,8 @@ import time
 from collections.abc import Callable, Iterable
 from hashlib import sha256
 
+from pdp.identifiers import is_id
+from pdp.tenancy import ANY_TENANT
 from pdp.tokens import jws_checks as checks
 from pdp.tokens.jws_checks import fail
 from pdp.tokens.keys import KeyRing
@@ -108,6 +110,12 @@ class Verifier:
         scope = claims.get("scope", "")
         if not isinstance(scope, str):
             fail("bad `scope`")
+        # INVARIANT: a token's subject is an id of pdp.identifiers, so it can never spell a
+        # userset or a wildcard however the token was minted
+        if not is_id(claims["sub"]):
+            fail("bad `sub`")
+        if not (is_id(claims["tenant"]) or claims["tenant"] == ANY_TENANT):
+            fail("bad `tenant`")
         subject = VerifiedSubject(
             subject=checks.str_claim(claims, "sub"),
             tenant=checks.str_claim(claims, "tenant"),

@@ -161,9 +161,9 @@ def test_keys_are_shared_strings() -> None:
 def test_from_parts_accepts_what_parse_accepts_and_fails_the_same_way() -> None:
     good = [
         ("doc:1", "viewer", "user:a"),
-        ("doc:a:b", "viewer", "group:eng#member"),
-        ("doc-x:1", "v_1", "user:*"),
-        ("doc:é", "viewer", "user:ü"),
+        ("doc:acme/a", "viewer", "group:eng#member"),
+        ("doc_x:1", "v_1", "user:*"),
+        ("doc:a|b=c+d-e_f", "viewer", "user:A/Z"),
     ]
     for obj, rel, subj in good:
         assert RelationTuple.from_parts(obj, rel, subj, {}) == T(f"{obj}#{rel}@{subj}")
@@ -178,6 +178,14 @@ def test_from_parts_accepts_what_parse_accepts_and_fails_the_same_way() -> None:
         (1, "viewer", "user:u"),
         ("doc:x", "viewer", "user:u v"),
         ("doc:x", "", "user:u"),
+        # the identifier grammar: no id can hold a separator, a space or the wildcard
+        ("doc:a:b", "viewer", "user:u"),
+        ("doc-x:1", "viewer", "user:u"),
+        ("doc:é", "viewer", "user:u"),
+        ("doc:*", "viewer", "user:u"),
+        ("doc:x", "viewer", "user:*#member"),
+        ("doc:x", "viewer", "user:a\u00a0b"),
+        ("doc:x", "viewer", "user:a\tb"),
     ]
     for obj, rel, subj in bad:
         with pytest.raises(TupleSyntaxError) as fast:

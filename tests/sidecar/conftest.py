@@ -83,7 +83,7 @@ def authz(channel: grpc.Channel) -> pdp_pb2_grpc.AuthorizerStub:
 
 @pytest.fixture
 def admin_token(app: App) -> str:
-    return mint(app, scopes=("admin",))
+    return mint(app, scopes=("admin",), tenant="*")  # an operator: bound to no tenant
 
 
 @pytest.fixture

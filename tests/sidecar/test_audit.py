@@ -31,10 +31,12 @@ def test_full_queue_counts_drops_and_marks_the_gap_in_place() -> None:
     hub = audit.AuditHub()
     sub = hub.subscribe(capacity=2)
     ids = [hub.decision(REQ, DENY) for _ in range(5)]
+    assert hub.flush()
     assert hub.dropped == 3
     first, second = sub.get(0), sub.get(0)
     assert [first.decision_id, second.decision_id] == ids[:2]
     later = hub.decision(REQ, DENY)
+    assert hub.flush()
     gap = sub.get(0)
     assert gap.kind == audit.GAP
     assert gap.missed == 3
@@ -49,6 +51,7 @@ def test_filters() -> None:
     hub.decision(REQ, ALLOW)
     hub.decision(REQ, DENY)
     hub.event(audit.TUPLES_WRITTEN, {"writes": []})
+    assert hub.flush()
     assert denies.get(0).decision.effect is Effect.DENY
     assert denies.get(0) is None
     assert by_rule.get(0).decision.rule_ids == ("r1",)
@@ -64,7 +67,7 @@ def test_masking_and_no_credentials() -> None:
     )
     sub = hub.subscribe()
     hub.decision(REQ, DENY, lambda: [("authorization", "Bearer s3cret"), ("x-request-id", "r7")])
-    line = audit.to_json(sub.get(0), hub.settings.mask)
+    line = audit.to_json(sub.get(5), hub.settings.mask)
     data = orjson.loads(line)
     assert data["subject"]["attrs"] == {"ssn": audit.MASK, "tenant": "t"}
     assert data["resource"]["attrs"] == {"email": audit.MASK}
@@ -79,6 +82,7 @@ def test_allows_sampled_denies_always() -> None:
     allow_id = hub.decision(REQ, ALLOW)
     hub.decision(REQ, DENY)
     assert allow_id  # the caller still gets an id to quote
+    assert hub.flush()
     assert sub.get(0).decision.effect is Effect.DENY
     assert sub.get(0) is None
 
@@ -105,7 +109,7 @@ def _stream(
     stop_after: int,
 ) -> grpc.Channel:
     ch = grpc.insecure_channel(app.grpc_target)
-    token = mint(app, scopes=("audit:read",))
+    token = mint(app, scopes=("audit:read",), tenant="*")
 
     def run() -> None:
         stream = pdp_pb2_grpc.AdminStub(ch).SubscribeAudit(request, metadata=bearer(token))
@@ -165,8 +169,78 @@ def test_stuck_subscriber_does_not_slow_checks(make_app: Callable[..., App]) -> 
         for _ in range(300):
             stub.Check(deny)
         per_call = (time.perf_counter() - t0) / 300
+    assert app.audit.flush()
     assert app.audit.dropped >= 290
     assert per_call < 0.05  # a blocked put would hang here; the bound allows a busy machine
     events = [stuck.get(0) for _ in range(11)]
     assert events[-1].kind == audit.GAP
     assert events[-1].missed == app.audit.dropped
+
+
+def test_emitting_does_not_wait_for_the_dispatcher_and_counts_a_full_queue() -> None:
+    hub = audit.AuditHub(audit.AuditSettings(queue_capacity=3))
+    sub = hub.subscribe()
+    release, entered, threads = threading.Event(), threading.Event(), []
+    real_put_many = sub.put_many
+
+    def held(events: list[audit.AuditEvent]) -> None:  # a subscriber slow to take its events
+        threads.append(threading.current_thread().name)
+        entered.set()
+        release.wait(5)
+        real_put_many(events)
+
+    sub.put_many = held  # type: ignore[method-assign]
+    first = hub.decision(REQ, DENY)
+    assert entered.wait(5)  # the dispatcher holds the first event
+    ids = [hub.decision(REQ, DENY) for _ in range(5)]  # returns at once: 3 wait, 2 are dropped
+    assert hub.dropped == 2
+    release.set()
+    assert hub.flush()
+    assert [sub.get(0).decision_id for _ in range(4)] == [first, *ids[:3]]
+    assert set(threads) == {"audit-dispatcher"}  # never in the deciding thread
+
+
+def test_no_subscriber_no_event_and_no_thread() -> None:
+    hub = audit.AuditHub()
+    built: list[int] = []
+    hub.decision(REQ, DENY, lambda: built.append(1) or [])
+    hub.event(audit.TUPLES_WRITTEN, {})
+    assert not built  # metadata is fetched only for an event someone will read
+    assert hub._dispatcher is None
+    assert not hub._pending
+
+
+def test_a_full_subscriber_is_skipped_the_others_still_get_everything() -> None:
+    hub = audit.AuditHub()
+    stuck = hub.subscribe(capacity=5)
+    live = hub.subscribe()
+    ids = [hub.decision(REQ, DENY) for _ in range(50)]
+    assert hub.flush()
+    assert [live.get(0).decision_id for _ in range(50)] == ids
+    assert stuck.dropped == 45
+    assert hub.dropped == 45
+    assert [stuck.get(0).decision_id for _ in range(5)] == ids[:5]
+    gap = stuck.get(0)
+    assert (gap.kind, gap.missed) == (audit.GAP, 45)
+
+
+def test_render_cache_renders_each_event_once() -> None:
+    hub = audit.AuditHub()
+    calls: list[int] = []
+    render = hub.renderer("x", lambda ev: calls.append(ev.sequence) or ev.sequence)
+    assert hub.renderer("x", lambda ev: None) is render
+    subs = [hub.subscribe() for _ in range(4)]
+    hub.decision(REQ, DENY)
+    assert hub.flush()
+    assert len({render(sub.get(0)) for sub in subs}) == 1
+    assert len(calls) == 1
+
+
+def test_close_delivers_what_was_pending(tmp_path: Path) -> None:
+    hub = audit.AuditHub(audit.AuditSettings(dispatch_interval=3600))
+    path = tmp_path / "audit.jsonl"
+    sink = audit.FileSink(hub, path)
+    ids = [hub.decision(REQ, DENY) for _ in range(100)]
+    sink.close()
+    hub.close()
+    assert [orjson.loads(ln)["decision_id"] for ln in path.read_bytes().splitlines()] == ids

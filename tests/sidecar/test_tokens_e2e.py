@@ -143,13 +143,14 @@ def start(
             secrets["web"] = service.create_client(
                 "web", tenant="*", scopes=("profile",), grant_types=(TOKEN_EXCHANGE,)
             )
+            # operators' clients: bound to no tenant, as cross-tenant admin calls need
             secrets["writer"] = service.create_client(
-                "writer", tenant="ops", scopes=("tuples:write",)
+                "writer", tenant="*", scopes=("tuples:write",)
             )
             secrets["reader"] = service.create_client(
-                "reader", tenant="ops", scopes=("tuples:read", "audit:read")
+                "reader", tenant="*", scopes=("tuples:read", "audit:read")
             )
-            secrets["root"] = service.create_client("root", tenant="ops", scopes=("admin",))
+            secrets["root"] = service.create_client("root", tenant="*", scopes=("admin",))
         http = httpx.Client(base_url=f"http://127.0.0.1:{app.http_port}", timeout=10)
         ch = grpc.insecure_channel(app.grpc_target)
         opened.append((http, ch))

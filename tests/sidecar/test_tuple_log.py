@@ -35,7 +35,7 @@ def test_overlay_keeps_the_latest_state_per_tuple(tmp_path: Path) -> None:
 
 def test_restart_keeps_written_and_deleted_tuples(make_app: Callable[..., App]) -> None:
     app = make_app()
-    token = mint(app, scopes=("tuples:write", "tuples:read"))
+    token = mint(app, scopes=("tuples:write", "tuples:read"), tenant="*")
     with grpc.insecure_channel(app.grpc_target) as ch:
         admin = Authed(pdp_pb2_grpc.AdminStub(ch), token)
         admin.WriteTuples(

@@ -1,0 +1,227 @@
+"""The one owner of every change to the state decisions are made from: tuple writes, tuple reads
+for admins, and bundle swaps. Each change is validated, logged durably and applied as one step
+under one lock, so a reload can never slip between a write's validation and its commit.
+
+Exceptions it raises to callers: `InvalidTuple(ValueError)` for a refused write (never stored),
+`TenantDenied(PermissionError)` for a tenant-bound caller outside its tenant, `BundleError` for a
+bundle whose schema would orphan stored tuples (the running bundle stays).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from pdp import audit
+from pdp.bundle import Bundle, BundleError
+from pdp.engine import Engine
+from pdp.identifiers import id_problem, name_problem
+from pdp.model import RelationTuple
+from pdp.tenancy import Caller, Tenancy
+from pdp.tuple_log import Quarantined, TupleLog
+from pdp.tuple_schema import InvalidTuple, validate_tuple
+from policy_lang.checker import CheckedPolicy
+from policy_lang.diagnostics import Diagnostic, Loc
+
+log = logging.getLogger(__name__)
+
+QUARANTINE_EXAMPLES = 10
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantineReport:
+    """Stored rows that could not be applied at start: how many, and the first few."""
+
+    count: int = 0
+    examples: tuple[Quarantined, ...] = ()
+
+
+class Writer:
+    """Serialises tuple writes with bundle swaps. Checks never take its lock."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        tuple_log: TupleLog | None,
+        hub: audit.AuditHub,
+    ) -> None:
+        self.engine = engine
+        self.tuple_log = tuple_log
+        self._audit = hub
+        self._lock = threading.Lock()
+        # The durable overlay is replayed into the first bundle that loads, validated against
+        # its schema: before any bundle there is no schema to check a row against.
+        self._restored = tuple_log is None
+        self.quarantine = QuarantineReport()
+        if tuple_log is not None:
+            count, examples = tuple_log.quarantined(QUARANTINE_EXAMPLES)
+            self.quarantine = QuarantineReport(count, tuple(examples))
+
+    # ---- bundles
+    def apply_bundle(self, bundle: Bundle) -> None:
+        """Swap `bundle` in, or raise BundleError and keep the running one.
+
+        INVARIANT: a schema change never silently drops an acknowledged write: a bundle whose
+        schema no longer accepts a written tuple is refused, naming the relation and the count.
+        """
+        with self._lock:
+            if not self._restored:
+                self._restore_into(bundle)
+                self._restored = True
+            else:
+                _refuse_orphans(bundle, self.engine.tuples.written())
+                self.engine.load(bundle)
+            if self.tuple_log is not None:
+                # a reload moves the tuple revision too; a restart must never move it back
+                self.tuple_log.set_revision(self.engine.tuple_revision)
+
+    def _restore_into(self, bundle: Bundle) -> None:
+        assert self.tuple_log is not None
+        overlay = self.tuple_log.load()
+        bad = [
+            Quarantined(text, present, "not a relation tuple in the identifier grammar")
+            for text, present in overlay.unreadable
+        ]
+        writes = []
+        for t in overlay.writes:
+            try:
+                validate_tuple(bundle.policy, t)
+            except InvalidTuple as exc:
+                bad.append(Quarantined(str(t), True, str(exc)))
+                continue
+            writes.append(t)
+        if bad:
+            self.tuple_log.quarantine(bad, time.time())
+        self.engine.load(bundle)
+        self.engine.restore_tuples(writes, overlay.deletes, overlay.revision)
+        log.info(
+            "restored %d written and %d deleted tuples at revision %d",
+            len(writes),
+            len(overlay.deletes),
+            overlay.revision,
+        )
+        if bad:
+            count, examples = self.tuple_log.quarantined(QUARANTINE_EXAMPLES)
+            self.quarantine = QuarantineReport(count, tuple(examples))
+            log.error(
+                "%d stored tuple row(s) could not be applied and were quarantined "
+                "(table `quarantine` in %s); first: %s (%s)",
+                len(bad),
+                self.tuple_log.path,
+                bad[0].tuple,
+                bad[0].reason,
+            )
+            self._audit.event(
+                audit.TUPLES_QUARANTINED,
+                {
+                    "count": len(bad),
+                    "examples": [
+                        {"tuple": q.tuple, "write": q.present, "reason": q.reason}
+                        for q in bad[:QUARANTINE_EXAMPLES]
+                    ],
+                },
+            )
+
+    # ---- tuples
+    def write(
+        self,
+        writes: Sequence[RelationTuple],
+        deletes: Sequence[RelationTuple] = (),
+        caller: Caller = Caller(),
+    ) -> int:
+        """Validate, log durably, apply, audit; returns the new tuple revision.
+
+        INVARIANT: nothing is stored unless everything is accepted, and nothing is visible to a
+        check before it is durable.
+        """
+        both = set(writes) & set(deletes)
+        if both:
+            raise InvalidTuple(f"`{min(both)}` is both written and deleted in one call")
+        for t in (*writes, *deletes):
+            _check_identifiers(t)
+        with self._lock:
+            bundle = self.engine.bundle
+            if bundle is None:
+                raise InvalidTuple("no bundle is loaded, so no schema to check tuples against")
+            tenancy = bundle.settings.tenancy
+            tenancy.confine(caller, writes, "write")
+            tenancy.confine(caller, deletes, "delete")
+            self.engine.validate_tuples(writes)
+            revision = self.engine.tuple_revision + 1
+            if self.tuple_log is not None:
+                self.tuple_log.append(writes, deletes, revision)
+            # validated above against this same snapshot (reloads wait for our lock): cannot fail
+            applied = self.engine.write_tuples(writes, deletes)
+            assert applied == revision, (applied, revision)
+        self._audit.event(
+            audit.TUPLES_WRITTEN,
+            {
+                "writes": [str(t) for t in writes],
+                "deletes": [str(t) for t in deletes],
+                "tuple_revision": revision,
+                "by": caller.subject,
+            },
+        )
+        return revision
+
+    def read(
+        self, caller: Caller = Caller(), **filters: str | None
+    ) -> tuple[list[RelationTuple], int]:
+        """The tuples matching `filters` that `caller` may see, and the revision read at."""
+        bundle = self.engine.bundle
+        tenancy = bundle.settings.tenancy if bundle is not None else Tenancy()
+        tenancy.confine_filter(caller, filters)
+        revision = self.engine.tuple_revision
+        found = self.engine.read_tuples(**filters)
+        if caller.tenant is not None:
+            found = [t for t in found if tenancy.visible(caller, t)]
+        return found, revision
+
+
+def _check_identifiers(t: RelationTuple) -> None:
+    """The identifier grammar, again at the owner: callers other than gRPC build tuples too."""
+    problems = (
+        ("object_type", name_problem(t.object_type)),
+        ("object_id", id_problem(t.object_id)),
+        ("relation", name_problem(t.relation)),
+        ("subject_type", name_problem(t.subject_type)),
+        ("subject_id", id_problem(t.subject_id, wildcard=not t.subject_relation)),
+        ("subject_relation", name_problem(t.subject_relation) if t.subject_relation else None),
+    )
+    for field, problem in problems:
+        if problem is not None:
+            raise InvalidTuple(f"{field}: {problem}")
+
+
+def _refuse_orphans(bundle: Bundle, written: Iterable[RelationTuple]) -> None:
+    """BundleError if `bundle`'s schema no longer accepts a stored, API-written tuple."""
+    orphans: Counter[tuple[str, str]] = Counter()
+    example: dict[tuple[str, str], RelationTuple] = {}
+    policy: CheckedPolicy = bundle.policy
+    for t in written:
+        try:
+            validate_tuple(policy, t)
+        except InvalidTuple:
+            key = (t.object_type, t.relation)
+            orphans[key] += 1
+            example.setdefault(key, t)
+    if not orphans:
+        return
+    where = Loc(str(bundle.path), 0, 0)
+    raise BundleError(
+        [
+            Diagnostic(
+                "orphaned_tuples",
+                f"this schema would orphan {n} stored tuple(s) of `{ot}#{rel}` "
+                f"(e.g. `{example[(ot, rel)]}`)",
+                where,
+                hint="delete those tuples first (DeleteTuples), or keep the relation and the "
+                "subject types they use",
+            )
+            for (ot, rel), n in sorted(orphans.items())
+        ]
+    )
