@@ -390,7 +390,7 @@ class _Builder:
             # Past the range anyway, and past 4,300 digits int() itself refuses: keep a value
             # just as far out of range, for the checker to report as `int_out_of_range`.
             return ast.Literal((MAX_INT + 1) * (-1 if text.startswith("-") else 1), self._loc(meta))
-        return ast.Literal(int(text), self._loc(meta))
+        return ast.Literal(int(digits) * (-1 if text.startswith("-") else 1), self._loc(meta))
 
     def true(self, meta: Meta, c: list[Any]) -> ast.Literal:
         return ast.Literal(True, self._loc(meta))
