@@ -76,7 +76,7 @@ def measure(bundle: str, calls: int, seconds: float) -> dict[str, Any]:
         stuck: list[tuple[grpc.Channel, Any]] = []
         try:
             secret = admin_cli.create_client(
-                f"{data}/tokens.db", "bench-audit", tenant="acme", scopes=("audit:read",)
+                f"{data}/tokens.db", "bench-audit", tenant="*", scopes=("audit:read",)
             )
             resp = httpx.post(
                 f"http://{http}/oauth/token",
@@ -96,8 +96,7 @@ def measure(bundle: str, calls: int, seconds: float) -> dict[str, Any]:
                     phases[name] = {
                         **_stats(lat),
                         "calls_per_s_8_clients": rate,
-                        "dropped_during": _metric(http, "pdp_audit_dropped_events_total")
-                        - dropped,
+                        "dropped_during": _metric(http, "pdp_audit_dropped_events_total") - dropped,
                     }
                     p = phases[name]
                     print(

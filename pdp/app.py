@@ -28,6 +28,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from pdp import audit
 from pdp._proto.pdp.v1 import pdp_pb2, pdp_pb2_grpc
 from pdp.bundle import Bundle, BundleError, load_bundle
+from pdp.decode_guard import DecodeGuard
 from pdp.engine import Engine
 from pdp.grpc_service import (
     ADMIN_CALLER,
@@ -340,14 +341,26 @@ def token_audit_hook(hub: audit.AuditHub) -> Callable[[str, dict[str, Any]], Non
     return on_event
 
 
+class CannotListen(OSError):
+    """A listen address is busy (or not ours): `cannot listen on HOST:PORT: REASON`."""
+
+    def __init__(self, address: str, reason: str) -> None:
+        super().__init__(f"cannot listen on {address}: {reason}")
+        self.address = address
+
+
 def _bind(hostport: str) -> socket.socket:
     host, _, port = hostport.rpartition(":")
     host = host.strip("[]") or "127.0.0.1"
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, int(port)))
-    sock.listen(128)
+    try:
+        sock.bind((host, int(port)))
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise CannotListen(hostport, (exc.strerror or str(exc)).lower()) from exc
     return sock
 
 
@@ -393,7 +406,9 @@ class App:
             self.engine, self.audit, self.metrics, cfg.limits, subject_from_token
         )
         self.admin = AdminServicer(self.sidecar, cfg.limits)
-        interceptors = []
+        # the decode guard first: it wraps what the others return, so garbage is refused
+        # before anything else runs (AdminAuth still sees every call's metadata)
+        interceptors: list[grpc.ServerInterceptor] = [DecodeGuard()]
         if cfg.insecure_admin:
             log.warning(
                 "INSECURE: --insecure-admin is set: anyone who can reach %s may write tuples, "
@@ -424,9 +439,17 @@ class App:
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
         )
-        self.grpc_port = self.server.add_insecure_port(cfg.listen)
-        if self.grpc_port == 0 and not cfg.listen.startswith("unix:"):
-            raise OSError(f"cannot listen on {cfg.listen}")
+        tcp = not cfg.listen.startswith("unix:")
+        if tcp and not cfg.listen.endswith(":0"):
+            # a plain bind first: it names the reason (busy, not a local address), and grpcio
+            # would log a line of its own and raise a RuntimeError that names none
+            _bind(cfg.listen).close()
+        try:
+            self.grpc_port = self.server.add_insecure_port(cfg.listen)
+        except RuntimeError as exc:  # grpcio >= 1.50 raises where older ones returned 0
+            raise CannotListen(cfg.listen, "the gRPC server could not bind it") from exc
+        if self.grpc_port == 0 and tcp:
+            raise CannotListen(cfg.listen, "the gRPC server could not bind it")
         self.http_routes: list[BaseRoute] = [*http_routes(self.sidecar), *extra_routes]
         if self.tokens is not None:
             # /oauth/*, /.well-known/*; its lifespan does not run when mounted: see _maintain

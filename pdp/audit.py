@@ -1,6 +1,8 @@
 """Audit events: a hub fans decision, bundle and tuple events out to bounded subscriber queues.
 
-A full queue drops the event (counted, and the subscriber is told of the gap): emitting never waits.
+Emitting appends to one bounded queue and returns; one dispatcher thread applies the filters and
+fills the subscribers' queues. A full queue drops the event (counted, and a subscriber is told of
+its gap): emitting never waits, and costs the same whatever the number of subscribers.
 Exceptions: `TooManySubscribers(RuntimeError)`.
 """
 
@@ -26,9 +28,12 @@ DECISION = "decision"
 BUNDLE_LOADED = "bundle_loaded"
 BUNDLE_REJECTED = "bundle_rejected"
 TUPLES_WRITTEN = "tuples_written"
+TUPLES_QUARANTINED = "tuples_quarantined"  # stored rows a start could not apply
 TOKEN = "token"  # token endpoint and key events: detail `event` (issued, revoked, ...) and `fields`
 GAP = "gap"
-KINDS = frozenset({DECISION, BUNDLE_LOADED, BUNDLE_REJECTED, TUPLES_WRITTEN, TOKEN})
+KINDS = frozenset(
+    {DECISION, BUNDLE_LOADED, BUNDLE_REJECTED, TUPLES_WRITTEN, TUPLES_QUARANTINED, TOKEN}
+)
 
 MASK = "***"
 # Credentials never reach an event, whatever the configuration says.
@@ -102,18 +107,26 @@ class Subscription:
         self._closed = False
 
     def put(self, ev: AuditEvent) -> None:
-        if not self.filter.matches(ev):
+        self.put_many((ev,))
+
+    def put_many(self, events: Iterable[AuditEvent]) -> None:
+        """Queue the events this subscriber's filter wants; one wake-up for the lot."""
+        matches = self.filter.matches
+        wanted = [ev for ev in events if matches(ev)]
+        if not wanted:
             return
+        queue = self._queue
         with self._cond:
-            if len(self._queue) >= self.capacity:
-                self._missed += 1
-                self.dropped += 1
-                return
-            if self._missed:
-                # INVARIANT: the gap notice sits exactly where the events went missing
-                self._queue.append(_gap(self._missed))
-                self._missed = 0
-            self._queue.append(ev)
+            for ev in wanted:
+                if len(queue) >= self.capacity:
+                    self._missed += 1
+                    self.dropped += 1
+                    continue
+                if self._missed:
+                    # INVARIANT: the gap notice sits exactly where the events went missing
+                    queue.append(_gap(self._missed))
+                    self._missed = 0
+                queue.append(ev)
             self._cond.notify()
 
     def get(self, timeout: float | None = None) -> AuditEvent | None:
@@ -149,10 +162,40 @@ class AuditSettings:
     metadata: frozenset[str] = frozenset({"x-request-id", "traceparent"})
     subscriber_capacity: int = 10_000
     max_subscribers: int = 16
+    queue_capacity: int = 100_000  # events emitted but not yet dispatched; beyond: dropped
+    dispatch_interval: float = 0.005  # seconds between dispatcher passes while anyone listens
+
+
+class RenderCache:
+    """One rendering of each event shared by every consumer of that rendering (16 audit streams
+    serialise an event once, not 16 times). Bounded: cleared when full."""
+
+    def __init__(self, render: Callable[[AuditEvent], Any], size: int = 4096) -> None:
+        self._render = render
+        self._size = size
+        self._done: dict[int, Any] = {}
+
+    def __call__(self, ev: AuditEvent) -> Any:
+        if ev.sequence == 0:  # gap notices are per subscriber
+            return self._render(ev)
+        done = self._done
+        out = done.get(ev.sequence)
+        if out is None:
+            out = self._render(ev)  # two threads may both render: harmless, same result
+            if len(done) >= self._size:
+                done.clear()
+            done[ev.sequence] = out
+        return out
 
 
 class AuditHub:
-    """Numbers events, hands out decision ids, and fans events out. Thread-safe."""
+    """Numbers events, hands out decision ids, and fans events out. Thread-safe.
+
+    The emitting thread does constant work: build the event (only if someone subscribes) and
+    append it to one bounded deque. It wakes nobody: the dispatcher thread polls every
+    `dispatch_interval` while there are subscribers (and sleeps on an event when there are none),
+    so a burst of decisions costs the dispatcher one pass and each subscriber one wake-up.
+    """
 
     def __init__(self, settings: AuditSettings = AuditSettings()) -> None:
         self.settings = settings
@@ -163,6 +206,14 @@ class AuditHub:
         self._lock = threading.Lock()
         self._dropped_closed = 0  # drops of subscriptions since gone, so the counter never falls
         self._rng = random.Random()
+        self._pending: deque[AuditEvent] = deque()  # emitted, not yet dispatched
+        self._queue_dropped = 0  # emitted while the pending queue was full (under _drop_lock)
+        self._drop_lock = threading.Lock()
+        self._wake = threading.Event()  # subscribe, flush and close: no per-event wake-up
+        self._dispatching = False
+        self._closing = False
+        self._dispatcher: threading.Thread | None = None
+        self._renderers: dict[str, RenderCache] = {}
 
     def subscribe(self, flt: Filter = Filter(), capacity: int | None = None) -> Subscription:
         sub = Subscription(capacity or self.settings.subscriber_capacity, flt)
@@ -172,6 +223,12 @@ class AuditHub:
                     f"at most {self.settings.max_subscribers} audit subscribers may connect"
                 )
             self._subs = (*self._subs, sub)
+            if self._dispatcher is None and not self._closing:
+                self._dispatcher = threading.Thread(
+                    target=self._dispatch, name="audit-dispatcher", daemon=True
+                )
+                self._dispatcher.start()
+        self._wake.set()  # from waiting for a subscriber to polling for events
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
@@ -183,7 +240,16 @@ class AuditHub:
 
     @property
     def dropped(self) -> int:
-        return self._dropped_closed + sum(s.dropped for s in self._subs)
+        """Events lost: the pending queue's overflow plus every subscriber's."""
+        return self._queue_dropped + self._dropped_closed + sum(s.dropped for s in self._subs)
+
+    def renderer(self, name: str, render: Callable[[AuditEvent], Any]) -> RenderCache:
+        """The shared `RenderCache` called `name` (the first caller's `render` makes it)."""
+        with self._lock:
+            cache = self._renderers.get(name)
+            if cache is None:
+                cache = self._renderers[name] = RenderCache(render)
+            return cache
 
     @property
     def subscriber_count(self) -> int:
@@ -220,16 +286,61 @@ class AuditHub:
             fail_open=decision.reason.value == "fail_open",
             metadata=kept,
         )
-        for sub in subs:
-            sub.put(ev)
+        self._emit(ev)
         return decision_id
 
     def event(self, kind: str, detail: Mapping[str, Any]) -> None:
-        ev = AuditEvent(sequence=next(self._seq), kind=kind, time=time.time(), detail=detail)
-        for sub in self._subs:
-            sub.put(ev)
+        if not self._subs:
+            next(self._seq)  # numbered all the same: sequence numbers count every event
+            return
+        self._emit(AuditEvent(sequence=next(self._seq), kind=kind, time=time.time(), detail=detail))
+
+    def _emit(self, ev: AuditEvent) -> None:
+        # INVARIANT: constant work in the caller's thread, whatever the number of subscribers
+        pending = self._pending
+        if len(pending) >= self.settings.queue_capacity:
+            with self._drop_lock:
+                self._queue_dropped += 1
+            return
+        pending.append(ev)  # deque.append is atomic: no lock on the hot path
+
+    def _dispatch(self) -> None:
+        pending, wake = self._pending, self._wake
+        interval = self.settings.dispatch_interval
+        while True:
+            wake.wait(interval if self._subs else None)
+            wake.clear()
+            if not self._subs:
+                pending.clear()  # left behind by the last subscriber: nobody's to have
+            self._dispatching = True
+            try:
+                while pending:
+                    batch = [pending.popleft() for _ in range(min(len(pending), 1024))]
+                    for sub in self._subs:
+                        sub.put_many(batch)
+            finally:
+                self._dispatching = False
+            if self._closing and not pending:
+                return
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until every event emitted so far sits in its subscribers' queues."""
+        if self._dispatcher is None:
+            return not self._pending
+        deadline = time.monotonic() + timeout
+        self._wake.set()
+        while self._pending or self._dispatching:
+            if time.monotonic() >= deadline or not self._dispatcher.is_alive():
+                return False
+            time.sleep(0.001)
+        return True
 
     def close(self) -> None:
+        """Dispatch what is pending, then close every subscription."""
+        self._closing = True
+        self._wake.set()
+        if self._dispatcher is not None:
+            self._dispatcher.join(5.0)
         with self._lock:
             subs, self._subs = self._subs, ()
             self._dropped_closed += sum(s.dropped for s in subs)
@@ -351,6 +462,7 @@ class FileSink:
 
     def close(self, timeout: float = 5.0) -> None:
         """Drain what is queued, flush and close (graceful shutdown)."""
+        self._hub.flush(timeout)  # what the hub has not dispatched yet is ours too
         self._hub.unsubscribe(self._sub)
         self._thread.join(timeout)
         self._file.flush()

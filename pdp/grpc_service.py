@@ -553,6 +553,8 @@ class AdminServicer(pdp_pb2_grpc.AdminServicer):
         # a cancelled or disconnected caller closes its queue, which ends the loop below
         context.add_callback(sub.close)
         mask = hub.settings.mask
+        # every stream sends the same message for an event: build it once for all of them
+        render = hub.renderer("grpc", lambda ev: audit_event_pb(ev, mask))
         try:
             while not self._stopping.is_set():
                 ev = sub.get(timeout=0.5)
@@ -560,7 +562,7 @@ class AdminServicer(pdp_pb2_grpc.AdminServicer):
                     if sub.closed:
                         return
                     continue
-                yield audit_event_pb(ev, mask)
+                yield render(ev)
         finally:
             with self._streams_lock:
                 self._streams.discard(sub)

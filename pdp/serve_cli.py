@@ -203,7 +203,11 @@ def run(args: argparse.Namespace) -> int:
         tokens=token_config(s),
         insecure_admin=s["insecure_admin"],
     )
-    sidecar = app.App(cfg)
+    try:
+        sidecar = app.App(cfg)
+    except app.CannotListen as exc:  # a busy port: one line naming the address, no traceback
+        print(f"pdp serve: {exc}", file=sys.stderr)
+        return 1
 
     def ready(a: app.App) -> None:
         # one machine-readable line: scripts and tests learn the ports from it
