@@ -44,7 +44,7 @@ TARGETS = {
 }
 
 # Sibling suites owned by other engineers; each may define `suite(quick: bool) -> dict`.
-EXTERNAL = ("grpc_load", "bench_tokens", "token_load")
+EXTERNAL = ("grpc_load", "bench_tokens", "token_load", "audit_fanout")
 
 
 class Suite:
@@ -361,7 +361,10 @@ class Suite:
 
 def _external_commands(quick: bool) -> dict[str, list[str]]:
     bench = ["--benchmark-max-time=0.1", "--benchmark-min-rounds=3"] if quick else []
+    # audit_fanout fills 16 streams' transport windows (~40 s): --full only
+    slow = {} if quick else {"audit_fanout": ["-m", "benchmarks.audit_fanout"]}
     return {
+        **slow,
         "grpc_load": [
             "-m",
             "benchmarks.grpc_load",
