@@ -28,6 +28,8 @@ from starlette.routing import BaseRoute, Mount, Route
 from pdp import audit
 from pdp._proto.pdp.v1 import pdp_pb2, pdp_pb2_grpc
 from pdp.bundle import Bundle, BundleError, load_bundle
+from pdp.bundle_files import QUIET_SECONDS
+from pdp.bundle_signing import Verifier as BundleVerifier
 from pdp.decode_guard import DecodeGuard
 from pdp.engine import Engine
 from pdp.grpc_service import (
@@ -74,6 +76,10 @@ class Config:
     tokens: TokenConfig | None = None
     # Admin RPCs without any credential. For local development only; logged loudly at start.
     insecure_admin: bool = False
+    # A public key (PEM, ES256 or EdDSA): only bundles whose file list it signed are loaded.
+    bundle_verify_key: Path | None = None
+    # A bundle is loaded once two reads this far apart agree (pdp.bundle_files.read_stable).
+    bundle_quiet_seconds: float = QUIET_SECONDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,6 +355,17 @@ class CannotListen(OSError):
         self.address = address
 
 
+def bundle_loader(cfg: Config) -> Callable[[Path], Bundle]:
+    """How the sidecar loads a bundle: a stable read, the manifest checked, a signature demanded
+    when a verify key is set (read once, here: a bad key file stops the start)."""
+    verify = BundleVerifier.from_file(cfg.bundle_verify_key) if cfg.bundle_verify_key else None
+
+    def load(path: Path) -> Bundle:
+        return load_bundle(path, verify=verify, quiet_seconds=cfg.bundle_quiet_seconds)
+
+    return load
+
+
 def _bind(hostport: str) -> socket.socket:
     host, _, port = hostport.rpartition(":")
     host = host.strip("[]") or "127.0.0.1"
@@ -375,6 +392,7 @@ class App:
         extra_routes: Sequence[BaseRoute] = (),
     ) -> None:
         self.cfg = cfg
+        load = bundle_loader(cfg)  # an unusable verify key stops here, before anything is opened
         self.engine = Engine(cache_ttl=cfg.cache_ttl, cache_size=cfg.cache_size)
         self.audit = audit.AuditHub(cfg.audit)
         self.metrics = Metrics()
@@ -398,7 +416,7 @@ class App:
                 subject_from_token = subjects_from(self.tokens.verifier)
         self.reloader: Reloader[Bundle] = Reloader(
             cfg.bundle,
-            load=load_bundle,
+            load=load,
             apply=self.sidecar.apply_bundle,
             rejected=self.sidecar.reject_bundle,
         )

@@ -1,12 +1,14 @@
 """Bundle loading: a directory of a manifest, policy files, tuple files and policy tests.
 
 Everything is validated before a Bundle exists; a bundle with any error is refused whole, with every
-error at its file:line:col (BundleError.diagnostics).
+error at its file:line:col (BundleError.diagnostics). The files are read by `pdp.bundle_files` and
+checked against the bundle's file manifest (`pdp.bundle_manifest`) before anything is parsed.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +16,17 @@ from typing import Any
 
 import orjson
 
+from pdp import bundle_manifest
+from pdp.bundle_files import (
+    SETTLE_TIMEOUT_SECONDS,
+    BundleFiles,
+    BundleReadError,
+    BundleUnstable,
+    read_stable,
+)
+from pdp.bundle_manifest import VerifySignatures
 from pdp.model import RelationTuple, TupleSyntaxError
+from pdp.tenancy import Tenancy, parse_tenancy
 from pdp.tuple_schema import InvalidTuple, validate_tuple
 from policy_lang import ast
 from policy_lang.checker import CheckedPolicy, check
@@ -41,6 +53,7 @@ class Settings:
     cache_ttl_seconds: float | None = None
     max_depth: int | None = None
     fail_open: frozenset[tuple[str, str]] = frozenset()  # (resource type, action)
+    tenancy: Tenancy = Tenancy()  # which tenant a tuple belongs to (pdp.tenancy)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,17 +68,65 @@ class Bundle:
     warnings: tuple[Diagnostic, ...] = ()
 
 
-def load_bundle(path: str | Path) -> Bundle:
+def load_bundle(
+    path: str | Path,
+    *,
+    verify: VerifySignatures | None = None,
+    quiet_seconds: float = 0.0,
+    settle_timeout: float = SETTLE_TIMEOUT_SECONDS,
+    check_manifest: bool = True,
+) -> Bundle:
+    """Load and validate the bundle directory at `path`; BundleError lists every problem.
+
+    `quiet_seconds` > 0 reads the files as a stable whole (see `pdp.bundle_files.read_stable`): the
+    sidecar loads this way, since a file may be half written when a change is noticed. A bundle
+    still changing after `settle_timeout` seconds is refused. With a `.manifest.json` the files
+    must be exactly the listed ones; `verify` (from `pdp.bundle_signing.Verifier`) demands a
+    signed file list. `check_manifest=False` skips both (for `pdp bundle build`, which writes it).
+    """
     root = Path(path)
+    if not root.is_dir():
+        raise BundleError([_no_bundle(root, f"`{root}` is not a bundle directory")])
+    try:
+        files = read_stable(root, quiet_seconds=quiet_seconds, timeout_seconds=settle_timeout)
+    except BundleUnstable as exc:
+        shown = ", ".join(f"`{n}`" for n in exc.changed[:5])
+        raise BundleError(
+            [
+                Diagnostic(
+                    "bundle_unstable",
+                    str(exc),
+                    Loc(str(root), 0, 0),
+                    hint=f"still changing: {shown}; it loads once it stays unchanged for "
+                    f"{quiet_seconds:g}s",
+                )
+            ]
+        ) from None
+    except BundleReadError as exc:
+        raise BundleError([_no_bundle(root, str(exc))]) from None
+    if check_manifest:
+        problems = bundle_manifest.check(files, verify)
+        if problems:
+            # INVARIANT: nothing of a bundle that fails its manifest is parsed: it is not the
+            # bundle that was built (or signed), whatever it would compile to.
+            raise BundleError(with_sources(problems, {}))
+    return bundle_from_files(files)
+
+
+def _no_bundle(root: Path, message: str) -> Diagnostic:
+    return Diagnostic("no_bundle", message, Loc(str(root), 0, 0))
+
+
+def bundle_from_files(files: BundleFiles) -> Bundle:
+    """Parse and check a bundle from its files as read (no manifest check: see load_bundle)."""
+    root = files.root
     diags: list[Diagnostic] = []
     sources: dict[str, str] = {}
-    if not root.is_dir():
-        raise BundleError(
-            [Diagnostic("no_bundle", f"`{root}` is not a bundle directory", Loc(str(root), 0, 0))]
-        )
     manifest_path = root / MANIFEST
     manifest: dict[str, Any] = {}
-    if not manifest_path.exists():
+    if MANIFEST in files.unreadable:
+        pass  # reported with the other unreadable files below
+    elif MANIFEST not in files.files:
         diags.append(
             Diagnostic(
                 "no_manifest", f"a bundle needs a `{MANIFEST}`", Loc(str(manifest_path), 0, 0)
@@ -73,44 +134,58 @@ def load_bundle(path: str | Path) -> Bundle:
         )
     else:
         try:
-            manifest = tomllib.loads(manifest_path.read_text(encoding="utf-8"))
+            manifest = tomllib.loads(_text(files.files[MANIFEST]))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             diags.append(Diagnostic("manifest_error", str(exc), Loc(str(manifest_path), 1, 1)))
+    name_, revision_ = _identity(manifest, root, str(manifest_path), diags)
     settings = _settings(manifest, str(manifest_path), diags)
-    files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
+    for rel, reason in files.unreadable.items():
+        diags.append(Diagnostic("read_error", f"cannot read: {reason}", Loc(str(root / rel), 0, 0)))
     digest = hashlib.sha256()
     parsed: list[ast.PolicyFile] = []
     tuples: list[_Located] = []
     names: dict[str, str] = {}  # one string for each distinct type, id and relation
     tests: list[tuple[str, dict[str, Any]]] = []
-    for file in files:
-        name = str(file)
+    for rel, data in files.files.items():
+        name = str(root / rel)
         try:
-            text = file.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
+            text = _text(data)
+        except UnicodeDecodeError as exc:
             diags.append(Diagnostic("read_error", f"cannot read: {exc}", Loc(name, 0, 0)))
             continue
         digest.update(name.encode() + b"\0" + text.encode() + b"\0")
-        if file.name.endswith(POLICY_SUFFIX):
+        if rel.endswith(POLICY_SUFFIX):
             sources[name] = text
+            if not text.strip():
+                # A file rewritten in place is empty for a moment; loading it would drop every
+                # rule it held (its forbids above all). An empty policy file is never meant.
+                diags.append(
+                    Diagnostic(
+                        "empty_policy_file",
+                        "the policy file is empty",
+                        Loc(name, 1, 1),
+                        hint="delete the file to drop its rules, or keep a comment in it",
+                    )
+                )
+                continue
             try:
                 parsed.append(parse(text, name))
             except PolicyError as exc:
                 diags.extend(exc.diagnostics)
-        elif file.name.endswith(TUPLE_SUFFIX):
+        elif rel.endswith(TUPLE_SUFFIX):
             sources[name] = text
             tuples.extend(_tuples(text, name, diags, names))
-        elif file.name.endswith(TEST_SUFFIX):
+        elif rel.endswith(TEST_SUFFIX):
             try:
                 tests.append((name, tomllib.loads(text)))
             except tomllib.TOMLDecodeError as exc:
                 diags.append(Diagnostic("test_file_error", str(exc), Loc(name, 1, 1)))
-    if not parsed and not any(d.code == "syntax_error" for d in diags):
+    if not parsed and not any(d.code in ("syntax_error", "empty_policy_file") for d in diags):
         diags.append(
             Diagnostic("no_policy", f"no `*{POLICY_SUFFIX}` policy files", Loc(str(root), 0, 0))
         )
     policy, found = check(parsed)
-    if not any(d.code == "syntax_error" for d in diags):
+    if not any(d.code in ("syntax_error", "empty_policy_file") for d in diags):
         # Names and types are checked only once every file parses: a file that failed to
         # parse would only turn into misleading "unknown type" errors elsewhere.
         diags.extend(found)
@@ -118,10 +193,9 @@ def load_bundle(path: str | Path) -> Bundle:
     diags = with_sources(diags, sources)
     if any(d.is_error for d in diags):
         raise BundleError(diags)
-    revision = f"{manifest.get('revision', '0')}+{digest.hexdigest()[:10]}"
     return Bundle(
-        name=str(manifest.get("name", root.name)),
-        revision=revision,
+        name=name_,
+        revision=f"{revision_}+{digest.hexdigest()[:10]}",
         settings=settings,
         policy=policy,
         tuples=_distinct(tuples),
@@ -131,36 +205,88 @@ def load_bundle(path: str | Path) -> Bundle:
     )
 
 
-def _settings(manifest: dict[str, Any], where: str, diags: list[Diagnostic]) -> Settings:
-    raw = manifest.get("settings", {})
+def _text(data: bytes) -> str:
+    """UTF-8 with newlines translated, as `Path.read_text` reads (the revision digests this)."""
+    text = data.decode("utf-8")
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text
+
+
+def _identity(
+    manifest: dict[str, Any], root: Path, where: str, diags: list[Diagnostic]
+) -> tuple[str, str]:
+    """`name` (default: the directory's name) and `revision` (default `0`) of bundle.toml."""
     loc = Loc(where, 1, 1)
+    name, revision = manifest.get("name", root.name), manifest.get("revision", "0")
+    if not isinstance(name, str) or not name:
+        diags.append(Diagnostic("manifest_error", "`name` must be a non-empty string", loc))
+        name = root.name
+    if isinstance(revision, bool) or not isinstance(revision, str | int):
+        diags.append(Diagnostic("manifest_error", "`revision` must be a string or an integer", loc))
+        revision = "0"
+    return name, str(revision)
+
+
+def _settings(manifest: dict[str, Any], where: str, diags: list[Diagnostic]) -> Settings:
+    loc = Loc(where, 1, 1)
+    raw = manifest.get("settings", {})
+    if not isinstance(raw, dict):
+        diags.append(
+            Diagnostic(
+                "manifest_error",
+                "`settings` must be a table",
+                loc,
+                hint="write the settings under a `[settings]` header",
+            )
+        )
+        return Settings()
+    for key in sorted(set(raw) - _SETTINGS_KEYS):
+        diags.append(
+            Diagnostic(
+                "manifest_error",
+                f"unknown setting `settings.{key}`",
+                loc,
+                severity="warning",
+                hint="known: " + ", ".join(f"`{k}`" for k in sorted(_SETTINGS_KEYS)),
+            )
+        )
     ttl, depth, fail_open = (
         raw.get("cache_ttl_seconds"),
         raw.get("max_depth"),
         raw.get("fail_open", []),
     )
-    if ttl is not None and (not isinstance(ttl, int | float) or ttl < 0):
+    if ttl is not None and (
+        isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 <= ttl < math.inf
+    ):
         diags.append(
             Diagnostic("manifest_error", "`settings.cache_ttl_seconds` must be a number ≥ 0", loc)
         )
         ttl = None
-    if depth is not None and (not isinstance(depth, int) or not 1 <= depth <= 1000):
+    if depth is not None and (
+        isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= 1000
+    ):
         diags.append(
             Diagnostic("manifest_error", "`settings.max_depth` must be an integer in 1..1000", loc)
         )
         depth = None
     pairs = set()
     for item in fail_open if isinstance(fail_open, list) else [None]:
-        if not isinstance(item, str) or item.count(":") != 1:
+        t, sep, a = item.partition(":") if isinstance(item, str) else ("", "", "")
+        if not sep or not t or not a or ":" in a:
             diags.append(
                 Diagnostic(
                     "manifest_error", "`settings.fail_open` lists `type:action` strings", loc
                 )
             )
             continue
-        t, a = item.split(":")
         pairs.add((t, a))
-    return Settings(float(ttl) if ttl is not None else None, depth, frozenset(pairs))
+    tenancy, problems = parse_tenancy(manifest.get("tenancy"))
+    diags.extend(Diagnostic("manifest_error", p, loc) for p in problems)
+    return Settings(float(ttl) if ttl is not None else None, depth, frozenset(pairs), tenancy)
+
+
+_SETTINGS_KEYS = frozenset({"cache_ttl_seconds", "max_depth", "fail_open"})
 
 
 # A tuple read from a file with where it came from: (tuple, file, line). A Loc is made only for

@@ -1,4 +1,5 @@
 """The `pdp` command: `serve` for the sidecar; `validate`, `check`, `test`, `fmt` for policy authors;
+`bundle` for manifests and signatures;
 `tokens` for clients and signing keys."""
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ def main(argv: list[str] | None = None) -> int:
     from pdp import authoring_cli
 
     authoring_cli.add_commands(sub)
+    from pdp import bundle_cli
+
+    bundle_cli.add_commands(sub)
     from pdp.tokens import admin_cli
 
     admin_cli.add_commands(sub)

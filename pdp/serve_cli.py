@@ -21,6 +21,13 @@ if TYPE_CHECKING:
 _OPTIONS: list[tuple[str, type, Any, str]] = [
     ("bundle", Path, None, "bundle directory to serve and watch for changes (required)"),
     (
+        "bundle_verify_key",
+        Path,
+        None,
+        "public key (PEM, ES256 or EdDSA): load only bundles whose file list it signed "
+        "(`pdp bundle build --sign-key`)",
+    ),
+    (
         "listen",
         str,
         "127.0.0.1:50051",
@@ -202,9 +209,15 @@ def run(args: argparse.Namespace) -> int:
         limits=dataclasses.replace(grpc_service.Limits(), max_batch=s["max_batch"]),
         tokens=token_config(s),
         insecure_admin=s["insecure_admin"],
+        bundle_verify_key=Path(s["bundle_verify_key"]) if s["bundle_verify_key"] else None,
     )
+    from pdp.tokens import KeyConfigError
+
     try:
         sidecar = app.App(cfg)
+    except KeyConfigError as exc:  # e.g. an unusable --bundle-verify-key: say so, no traceback
+        print(f"pdp serve: {exc}", file=sys.stderr)
+        return 2
     except app.CannotListen as exc:  # a busy port: one line naming the address, no traceback
         print(f"pdp serve: {exc}", file=sys.stderr)
         return 1
