@@ -10,6 +10,7 @@ from typing import Any
 
 from pdp.bundle import POLICY_SUFFIX, BundleError, load_bundle
 from pdp.engine import Engine
+from pdp.identifiers import id_problem, name_problem
 from pdp.model import Decision, Entity, Request
 from pdp.policy_tests import TestFileError, run_tests, to_attrs
 from policy_lang.diagnostics import PolicyError
@@ -69,8 +70,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def _entity(ref: str, attrs_json: str, flag: str) -> Entity:
     type_name, sep, id_ = ref.partition(":")
-    if not sep or not type_name or not id_:
+    if not sep:
         raise ValueError(f"--{flag}: `{ref}` is not `type:id`")
+    problem = name_problem(type_name) or id_problem(id_)
+    if problem:
+        raise ValueError(f"--{flag}: {problem}")
     return Entity(type_name, id_, _json_attrs(attrs_json, f"--{flag}-attrs"))
 
 

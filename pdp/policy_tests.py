@@ -16,6 +16,7 @@ from typing import Any
 
 from pdp.bundle import Bundle
 from pdp.engine import Engine
+from pdp.identifiers import id_problem, name_problem
 from pdp.model import Decision, Entity, RelationTuple, Request, Value
 
 
@@ -80,8 +81,11 @@ def to_attrs(raw: Mapping[str, Any], where: str) -> dict[str, Value]:
 
 def parse_entity(ref: str, entities: Mapping[str, Mapping[str, Value]], where: str) -> Entity:
     type_name, sep, id_ = ref.partition(":")
-    if not sep or not type_name or not id_:
+    if not sep:
         raise TestFileError(f"{where}: `{ref}` is not `type:id`")
+    problem = name_problem(type_name) or id_problem(id_)
+    if problem:
+        raise TestFileError(f"{where}: {problem}")
     return Entity(type_name, id_, entities.get(ref, {}))
 
 

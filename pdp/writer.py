@@ -48,8 +48,13 @@ class Writer:
         engine: Engine,
         tuple_log: TupleLog | None,
         hub: audit.AuditHub,
+        *,
+        quarantine_orphans: bool = False,
     ) -> None:
         self.engine = engine
+        # At a start, stored tuples the bundle's schema no longer accepts refuse the bundle (as a
+        # reload does), unless the operator chose to set them aside (`--quarantine-orphans`).
+        self._quarantine_orphans = quarantine_orphans
         self.tuple_log = tuple_log
         self._audit = hub
         self._lock = threading.Lock()
@@ -80,6 +85,13 @@ class Writer:
                 self.tuple_log.set_revision(self.engine.tuple_revision)
 
     def _restore_into(self, bundle: Bundle) -> None:
+        """Replay the durable overlay into `bundle`, the first to load since the start.
+
+        A row that is no tuple in today's identifier grammar can match no request (every id a
+        request carries is in the grammar), so setting it aside changes no answer: it is always
+        quarantined. A tuple that no longer fits the schema could still decide (a `blocked`
+        exclusion, say), so it refuses the bundle, fail closed, unless quarantine_orphans.
+        """
         assert self.tuple_log is not None
         overlay = self.tuple_log.load()
         bad = [
@@ -87,13 +99,22 @@ class Writer:
             for text, present in overlay.unreadable
         ]
         writes = []
+        orphans = []
         for t in overlay.writes:
             try:
                 validate_tuple(bundle.policy, t)
             except InvalidTuple as exc:
-                bad.append(Quarantined(str(t), True, str(exc)))
+                orphans.append(Quarantined(str(t), True, str(exc)))
                 continue
             writes.append(t)
+        if orphans and not self._quarantine_orphans:
+            _refuse_orphans(
+                bundle,
+                (RelationTuple.parse(q.tuple) for q in orphans),
+                hint="serve a schema that accepts them, or start with --quarantine-orphans to "
+                "set them aside (reported, never applied again)",
+            )
+        bad.extend(orphans)
         if bad:
             self.tuple_log.quarantine(bad, time.time())
         self.engine.load(bundle)
@@ -197,7 +218,12 @@ def _check_identifiers(t: RelationTuple) -> None:
             raise InvalidTuple(f"{field}: {problem}")
 
 
-def _refuse_orphans(bundle: Bundle, written: Iterable[RelationTuple]) -> None:
+def _refuse_orphans(
+    bundle: Bundle,
+    written: Iterable[RelationTuple],
+    hint: str = "delete those tuples first (DeleteTuples), or keep the relation and the subject "
+    "types they use",
+) -> None:
     """BundleError if `bundle`'s schema no longer accepts a stored, API-written tuple."""
     orphans: Counter[tuple[str, str]] = Counter()
     example: dict[tuple[str, str], RelationTuple] = {}
@@ -219,8 +245,7 @@ def _refuse_orphans(bundle: Bundle, written: Iterable[RelationTuple]) -> None:
                 f"this schema would orphan {n} stored tuple(s) of `{ot}#{rel}` "
                 f"(e.g. `{example[(ot, rel)]}`)",
                 where,
-                hint="delete those tuples first (DeleteTuples), or keep the relation and the "
-                "subject types they use",
+                hint=hint,
             )
             for (ot, rel), n in sorted(orphans.items())
         ]

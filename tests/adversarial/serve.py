@@ -278,3 +278,18 @@ def wait_for(predicate: Any, timeout: float = 15.0, interval: float = 0.05) -> A
             return last
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s (last: {last!r})")
+
+
+def code_of(call: Any) -> grpc.StatusCode:
+    """The status code a call ends with (OK if it returns)."""
+    try:
+        call()
+    except grpc.RpcError as exc:
+        code: grpc.StatusCode = exc.code()
+        return code
+    return grpc.StatusCode.OK
+
+
+def operator_token(factory: ServeFactory, served: Served) -> str:
+    """A token of an operator's client: bound to no tenant, every admin scope."""
+    return served.token(*factory.client(tenant="*", scopes=("admin",)))
