@@ -41,6 +41,13 @@ def key_id(key: PublicKey) -> str:
     return hashlib.sha256(der).hexdigest()[:16]
 
 
+def _read_key(path: Path) -> PrivateKey | PublicKey:
+    try:
+        return _load_pem(path)
+    except OSError as exc:
+        raise KeyConfigError(f"`{path}` cannot be read ({exc.strerror})") from None
+
+
 def _algorithm(key: PrivateKey | PublicKey, path: Path) -> str:
     alg = algorithm_for(key)
     if alg not in ALGORITHMS:
@@ -52,7 +59,7 @@ def _algorithm(key: PrivateKey | PublicKey, path: Path) -> str:
 
 def sign(hashes: Mapping[str, str], key_file: Path) -> bytes:
     """The `.signatures.json` content: the file list signed with the private key in `key_file`."""
-    key = _load_pem(key_file)
+    key = _read_key(key_file)
     if not isinstance(key, PrivateKey):
         raise KeyConfigError(f"`{key_file.name}` is a public key; signing needs the private key")
     alg = _algorithm(key, key_file)
@@ -74,7 +81,7 @@ class Verifier:
 
     @classmethod
     def from_file(cls, path: Path) -> Verifier:
-        key = _load_pem(path)
+        key = _read_key(path)
         if isinstance(key, PrivateKey):
             # A sidecar needs only the public half; a private key here is one copy too many.
             raise KeyConfigError(f"`{path.name}` is a private key; give the public key to verify")

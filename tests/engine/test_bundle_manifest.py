@@ -286,6 +286,8 @@ def test_keys_are_checked_for_what_they_are_used_for(tmp_path: Path) -> None:
         Verifier.from_file(private)
     with pytest.raises(KeyConfigError, match="public key"):
         sign({}, public)
+    with pytest.raises(KeyConfigError, match="cannot be read"):
+        Verifier.from_file(tmp_path / "absent.pem")
     p256k = ec.generate_private_key(ec.SECP256K1())
     odd = tmp_path / "k1.pem"
     odd.write_bytes(
