@@ -37,6 +37,10 @@ class Caller:
         return cls(subject, None if tenant == ANY_TENANT else tenant)
 
 
+# A caller bound to no tenant: in-process callers, and admin calls under --insecure-admin.
+OPERATOR = Caller()
+
+
 @dataclass(frozen=True, slots=True)
 class Tenancy:
     tenant_type: str = ""  # "" = no type names a tenant
@@ -51,6 +55,11 @@ class Tenancy:
             if slash and tenant and rest:
                 return tenant
         return None
+
+    def unknown_types(self, known: set[str]) -> list[str]:
+        """The type names this declares that the schema does not have."""
+        named = {self.tenant_type} if self.tenant_type else set()
+        return sorted((named | self.prefixed) - known)
 
     def confine(self, caller: Caller, tuples: Iterable[RelationTuple], verb: str) -> None:
         """Raise TenantDenied unless `caller` may `verb` (write, delete) every tuple."""

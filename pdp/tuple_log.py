@@ -74,7 +74,9 @@ class TupleLog:
         with self._lock:
             rows = self._db.execute("SELECT tuple, present FROM overlay ORDER BY tuple").fetchall()
             rev = self._db.execute("SELECT value FROM meta WHERE key = 'revision'").fetchone()
-        writes, deletes, unreadable = [], [], []
+        writes: list[RelationTuple] = []
+        deletes: list[RelationTuple] = []
+        unreadable: list[tuple[str, bool]] = []
         for text, present in rows:
             try:
                 t = RelationTuple.parse(text)

@@ -21,7 +21,7 @@ from pdp.bundle import Bundle, BundleError
 from pdp.engine import Engine
 from pdp.identifiers import id_problem, name_problem
 from pdp.model import RelationTuple
-from pdp.tenancy import Caller, Tenancy
+from pdp.tenancy import OPERATOR, Caller, Tenancy
 from pdp.tuple_log import Quarantined, TupleLog
 from pdp.tuple_schema import InvalidTuple, validate_tuple
 from policy_lang.checker import CheckedPolicy
@@ -152,7 +152,7 @@ class Writer:
         self,
         writes: Sequence[RelationTuple],
         deletes: Sequence[RelationTuple] = (),
-        caller: Caller = Caller(),
+        caller: Caller = OPERATOR,
     ) -> int:
         """Validate, log durably, apply, audit; returns the new tuple revision.
 
@@ -190,7 +190,7 @@ class Writer:
         return revision
 
     def read(
-        self, caller: Caller = Caller(), **filters: str | None
+        self, caller: Caller = OPERATOR, **filters: str | None
     ) -> tuple[list[RelationTuple], int]:
         """The tuples matching `filters` that `caller` may see, and the revision read at."""
         bundle = self.engine.bundle

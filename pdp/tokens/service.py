@@ -12,12 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pdp.tenancy import ANY_TENANT
 from pdp.tokens.credentials import hash_secret, make_client, new_secret, secret_matches
 from pdp.tokens.errors import InvalidToken, OAuthError
 from pdp.tokens.idp import IdPVerifier
 from pdp.tokens.issuer import AccessTokenIssuer, IssuedToken
 from pdp.tokens.keys import EventHook
-from pdp.tenancy import ANY_TENANT
 from pdp.tokens.ratelimit import FailureLimiter
 from pdp.tokens.store import Client, Family, RotateOutcome, TokenStore
 from pdp.tokens.verifier import Verifier
