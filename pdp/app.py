@@ -30,10 +30,13 @@ from pdp._proto.pdp.v1 import pdp_pb2, pdp_pb2_grpc
 from pdp.bundle import Bundle, BundleError, load_bundle
 from pdp.bundle_files import QUIET_SECONDS
 from pdp.bundle_signing import Verifier as BundleVerifier
+from pdp.data_dir import DataDirLock
 from pdp.decode_guard import DecodeGuard
 from pdp.engine import Engine
 from pdp.grpc_service import (
     ADMIN_CALLER,
+    SUBJECT_MODES,
+    TOKEN_ONLY,
     AdminServicer,
     AuthorizerServicer,
     Limits,
@@ -43,10 +46,12 @@ from pdp.grpc_service import (
     to_status,
 )
 from pdp.metrics import Metrics
-from pdp.model import Entity, RelationTuple
+from pdp.model import Entity
 from pdp.reloader import Reloader
+from pdp.tenancy import ANY_TENANT, Caller, TenantDenied
 from pdp.tokens import TokenConfig, TokenRuntime, VerifiedSubject, Verifier, build_tokens
 from pdp.tuple_log import TupleLog
+from pdp.writer import QuarantineReport, Writer
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +81,12 @@ class Config:
     tokens: TokenConfig | None = None
     # Admin RPCs without any credential. For local development only; logged loudly at start.
     insecure_admin: bool = False
+    # "trusted": Check takes the subject (and its attributes and roles) as the calling service
+    # sends it, or a subject_token. "token-only": only a verified subject_token is a subject.
+    subjects: str = "trusted"
+    # At start, set aside stored tuples the bundle's schema no longer accepts (reported, never
+    # applied again) instead of refusing the bundle. An operator's explicit choice.
+    quarantine_orphans: bool = False
     # A public key (PEM, ES256 or EdDSA): only bundles whose file list it signed are loaded.
     bundle_verify_key: Path | None = None
     # A bundle is loaded once two reads this far apart agree (pdp.bundle_files.read_stable).
@@ -98,11 +109,13 @@ class Status:
     loaded_at: float
     tuple_revision: int
     rejected: Rejected | None
+    quarantine: QuarantineReport
 
 
 class Sidecar:
-    """The engine plus what happens around it: durable tuple writes, bundle swaps and their audit
-    events, health. The gRPC servicers and the HTTP side call this; it never calls them back."""
+    """The engine plus what happens around it: bundle swaps and their audit events, health, status.
+    Every change of tuples or bundle goes through `writer` (pdp.writer), the one owner of writes.
+    The gRPC servicers and the HTTP side call this; it never calls them back."""
 
     def __init__(
         self,
@@ -111,30 +124,20 @@ class Sidecar:
         metrics: Metrics,
         tuple_log: TupleLog | None,
         set_serving: Callable[[bool], None] = lambda _: None,
+        *,
+        quarantine_orphans: bool = False,
     ) -> None:
         self.engine = engine
         self.audit = hub
         self.metrics = metrics
-        self.tuple_log = tuple_log
+        self.writer = Writer(engine, tuple_log, hub, quarantine_orphans=quarantine_orphans)
         self._set_serving = set_serving
-        self._write_lock = threading.Lock()
         self._loaded_at = 0.0
         self._rejected: Rejected | None = None
 
-    def restore_tuples(self) -> None:
-        if self.tuple_log is None:
-            return
-        overlay = self.tuple_log.load()
-        self.engine.restore_tuples(overlay.writes, overlay.deletes, overlay.revision)
-        log.info(
-            "restored %d written and %d deleted tuples at revision %d",
-            len(overlay.writes),
-            len(overlay.deletes),
-            overlay.revision,
-        )
-
     def apply_bundle(self, bundle: Bundle) -> None:
-        self.engine.load(bundle)  # atomic swap: checks in flight finish on the old snapshot
+        """Swap `bundle` in; raises (BundleError, or anything compiling raised) to refuse it."""
+        self.writer.apply_bundle(bundle)  # atomic swap: checks in flight finish on the old one
         self._loaded_at = time.time()
         self._rejected = None
         self.metrics.bundle_loaded()
@@ -162,34 +165,6 @@ class Sidecar:
             },
         )
 
-    def write_tuples(
-        self, writes: Sequence[RelationTuple], deletes: Sequence[RelationTuple], by: str = ""
-    ) -> int:
-        """Validate, log durably, apply, audit. `by`: the authenticated caller, for the audit."""
-        self.engine.validate_tuples(writes)
-        with self._write_lock:
-            # INVARIANT: durable before visible, so no check sees a write a crash could lose
-            predicted = self.engine.tuple_revision + 1
-            if self.tuple_log is not None:
-                self.tuple_log.append(writes, deletes, predicted)
-            revision = self.engine.write_tuples(writes, deletes)
-            if self.tuple_log is not None and revision != predicted:
-                self.tuple_log.set_revision(revision)
-        self.audit.event(
-            audit.TUPLES_WRITTEN,
-            {
-                "writes": [str(t) for t in writes],
-                "deletes": [str(t) for t in deletes],
-                "tuple_revision": revision,
-                "by": by,
-            },
-        )
-        return revision
-
-    def read_tuples(self, **filters: str | None) -> tuple[list[RelationTuple], int]:
-        revision = self.engine.tuple_revision
-        return self.engine.read_tuples(**filters), revision
-
     def status(self) -> Status:
         bundle = self.engine.bundle
         return Status(
@@ -200,6 +175,7 @@ class Sidecar:
             loaded_at=self._loaded_at,
             tuple_revision=self.engine.tuple_revision,
             rejected=self._rejected,
+            quarantine=self.writer.quarantine,
         )
 
     def metrics_text(self) -> str:
@@ -212,6 +188,7 @@ class Sidecar:
             tuple_revision=st.tuple_revision,
             audit_dropped=self.audit.dropped,
             audit_subscribers=self.audit.subscriber_count,
+            tuples_quarantined=st.quarantine.count,
         )
 
 
@@ -238,6 +215,8 @@ ADMIN_SCOPES = {
     ADMIN_PREFIX + "SubscribeAudit": "audit:read",
     ADMIN_PREFIX + "BundleStatus": "audit:read",
 }
+# Calls whose answer spans every tenant: the audit stream shows every tenant's decisions.
+TENANTLESS_ONLY = frozenset({ADMIN_PREFIX + "SubscribeAudit"})
 _NO_VERIFIER = (
     "admin calls need a bearer token, and no token verifier is configured "
     "(start with token keys, or --insecure-admin for local development)"
@@ -259,6 +238,12 @@ class AdminAuth(grpc.ServerInterceptor):  # type: ignore[misc]  # grpc ships no 
         scope = ADMIN_SCOPES.get(method, "admin")
         if not caller.allows(scope):
             raise ScopeRequired(scope)
+        if method in TENANTLESS_ONLY and caller.tenant != ANY_TENANT:
+            # INVARIANT: nothing a tenant-bound credential reads spans other tenants
+            raise TenantDenied(
+                f"this call spans every tenant; it needs a credential bound to no tenant, "
+                f"and this one is bound to `{caller.tenant}`"
+            )
         return caller
 
     def intercept_service(
@@ -279,15 +264,15 @@ class AdminAuth(grpc.ServerInterceptor):  # type: ignore[misc]  # grpc ships no 
             return _refusal(handler, *to_status(exc))
         if handler.response_streaming:  # the audit stream: nothing it does needs the caller
             return handler
-        return _as_caller(handler, caller.subject)
+        return _as_caller(handler, Caller.from_claims(caller.subject, caller.tenant))
 
 
-def _as_caller(handler: Any, subject: str) -> Any:
-    """`handler` with ADMIN_CALLER set to `subject` while it runs (in the worker thread)."""
+def _as_caller(handler: Any, caller: Caller) -> Any:
+    """`handler` with ADMIN_CALLER set to `caller` while it runs (in the worker thread)."""
     behavior = handler.unary_unary
 
     def call(request: object, context: grpc.ServicerContext) -> Any:
-        reset = ADMIN_CALLER.set(subject)
+        reset = ADMIN_CALLER.set(caller)
         try:
             return behavior(request, context)
         finally:
@@ -347,14 +332,6 @@ def token_audit_hook(hub: audit.AuditHub) -> Callable[[str, dict[str, Any]], Non
     return on_event
 
 
-class CannotListen(OSError):
-    """A listen address is busy (or not ours): `cannot listen on HOST:PORT: REASON`."""
-
-    def __init__(self, address: str, reason: str) -> None:
-        super().__init__(f"cannot listen on {address}: {reason}")
-        self.address = address
-
-
 def bundle_loader(cfg: Config) -> Callable[[Path], Bundle]:
     """How the sidecar loads a bundle: a stable read, the manifest checked, a signature demanded
     when a verify key is set (read once, here: a bad key file stops the start)."""
@@ -364,6 +341,14 @@ def bundle_loader(cfg: Config) -> Callable[[Path], Bundle]:
         return load_bundle(path, verify=verify, quiet_seconds=cfg.bundle_quiet_seconds)
 
     return load
+
+
+class CannotListen(OSError):
+    """A listen address is busy (or not ours): `cannot listen on HOST:PORT: REASON`."""
+
+    def __init__(self, address: str, reason: str) -> None:
+        super().__init__(f"cannot listen on {address}: {reason}")
+        self.address = address
 
 
 def _bind(hostport: str) -> socket.socket:
@@ -396,11 +381,18 @@ class App:
         self.engine = Engine(cache_ttl=cfg.cache_ttl, cache_size=cfg.cache_size)
         self.audit = audit.AuditHub(cfg.audit)
         self.metrics = Metrics()
+        # first: a second process on this data directory stops here, before touching a file
+        self.data_lock = DataDirLock(cfg.data_dir) if cfg.data_dir is not None else None
         self.tuple_log = TupleLog(cfg.data_dir) if cfg.data_dir is not None else None
         self.health = health.HealthServicer(experimental_non_blocking=True)
         self._set_serving(False)
         self.sidecar = Sidecar(
-            self.engine, self.audit, self.metrics, self.tuple_log, self._set_serving
+            self.engine,
+            self.audit,
+            self.metrics,
+            self.tuple_log,
+            self._set_serving,
+            quarantine_orphans=cfg.quarantine_orphans,
         )
         self.file_sink = (
             audit.FileSink(
@@ -420,8 +412,17 @@ class App:
             apply=self.sidecar.apply_bundle,
             rejected=self.sidecar.reject_bundle,
         )
+        if cfg.subjects not in SUBJECT_MODES:
+            raise ValueError(f"subjects: `{cfg.subjects}` is not one of {', '.join(SUBJECT_MODES)}")
+        if cfg.subjects == TOKEN_ONLY and subject_from_token is None:
+            raise ValueError("subjects: token-only needs token keys to verify subject tokens")
         self.authorizer = AuthorizerServicer(
-            self.engine, self.audit, self.metrics, cfg.limits, subject_from_token
+            self.engine,
+            self.audit,
+            self.metrics,
+            cfg.limits,
+            subject_from_token,
+            token_only=cfg.subjects == TOKEN_ONLY,
         )
         self.admin = AdminServicer(self.sidecar, cfg.limits)
         # the decode guard first: it wraps what the others return, so garbage is refused
@@ -499,9 +500,8 @@ class App:
         return f"{host}:{self.grpc_port}"
 
     def start(self) -> None:
+        # the durable overlay is replayed into the first bundle that loads (pdp.writer)
         loaded = self.reloader.reload_now()
-        # after the bundle: the overlay's deletes of bundle tuples must find them in the base
-        self.sidecar.restore_tuples()
         if not loaded:
             # fail closed: serve, deny everything with NO_BUNDLE, report NOT_SERVING until fixed
             log.error(
@@ -557,6 +557,8 @@ class App:
         self.audit.close()
         if self.tuple_log is not None:
             self.tuple_log.close()
+        if self.data_lock is not None:
+            self.data_lock.release()
 
     def run_until_signal(self, on_ready: Callable[[App], Any] = lambda _: None) -> None:
         """Start, serve until SIGTERM or SIGINT, then stop gracefully."""

@@ -189,6 +189,15 @@ def bundle_from_files(files: BundleFiles) -> Bundle:
         # Names and types are checked only once every file parses: a file that failed to
         # parse would only turn into misleading "unknown type" errors elsewhere.
         diags.extend(found)
+        unknown = settings.tenancy.unknown_types(set(policy.types))
+        diags.extend(
+            Diagnostic(
+                "manifest_error",
+                f"`[tenancy]` names `{t}`, not a type",
+                Loc(str(manifest_path), 1, 1),
+            )
+            for t in unknown
+        )
     diags.extend(_check_tuples(policy, tuples, diags))
     diags = with_sources(diags, sources)
     if any(d.is_error for d in diags):

@@ -25,8 +25,10 @@ from pdp import audit
 from pdp._proto.pdp.v1 import pdp_pb2, pdp_pb2_grpc
 from pdp.client import tuple_message
 from pdp.engine import Engine
+from pdp.identifiers import id_problem, name_problem
 from pdp.metrics import Metrics
 from pdp.model import EMPTY, Decision, Effect, Entity, Reason, RelationTuple, Request, Value
+from pdp.tenancy import OPERATOR, Caller, TenantDenied
 from pdp.tokens.errors import InvalidToken
 from pdp.tuple_schema import InvalidTuple
 
@@ -73,7 +75,7 @@ def to_status(exc: BaseException) -> tuple[grpc.StatusCode, str]:
         return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
     if isinstance(exc, audit.TooManySubscribers):
         return grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)
-    if isinstance(exc, ScopeRequired):  # before PermissionError: known caller, no permission
+    if isinstance(exc, (ScopeRequired, TenantDenied)):  # known caller, no permission
         return grpc.StatusCode.PERMISSION_DENIED, str(exc)
     if isinstance(exc, InvalidToken):  # a short fixed reason, never the token itself
         return grpc.StatusCode.UNAUTHENTICATED, f"invalid token: {exc}"
@@ -90,9 +92,11 @@ def _abort(context: grpc.ServicerContext, exc: BaseException) -> NoReturn:
     raise AssertionError("unreachable")  # context.abort always raises
 
 
-# Who an admin call is made by (the verified token's `sub`), set by the admin interceptor for the
-# duration of the call; "" when admin calls are not authenticated (--insecure-admin).
-ADMIN_CALLER: contextvars.ContextVar[str] = contextvars.ContextVar("admin_caller", default="")
+# Who an admin call is made by (the verified token's `sub` and tenant), set by the admin
+# interceptor for the duration of the call; an anonymous, tenantless caller under --insecure-admin.
+ADMIN_CALLER: contextvars.ContextVar[Caller] = contextvars.ContextVar(
+    "admin_caller", default=OPERATOR
+)
 
 
 # ---- protobuf -> model ---------------------------------------------------------------------
@@ -163,29 +167,43 @@ def _list(lv: struct_pb2.ListValue, path: str, limits: Limits) -> Value:
 
 
 def _name(value: str, path: str, limits: Limits) -> str:
-    if not value:
-        raise RequestInvalid(path, "is required")
+    """A type, relation or action name (pdp.identifiers)."""
     if len(value) > limits.max_string:
         raise RequestInvalid(path, f"longer than {limits.max_string} characters")
+    problem = name_problem(value)
+    if problem is not None:
+        raise RequestInvalid(path, problem)
+    return value
+
+
+def _id(value: str, path: str, *, wildcard: bool = False) -> str:
+    """An object id (pdp.identifiers); `*` only where a subject wildcard is meant."""
+    problem = id_problem(value, wildcard=wildcard)
+    if problem is not None:
+        raise RequestInvalid(path, problem)
     return value
 
 
 def _entity(msg: pdp_pb2.Entity, path: str, limits: Limits) -> Entity:
     return Entity(
         _name(msg.type, f"{path}.type", limits),
-        _name(msg.id, f"{path}.id", limits),
+        _id(msg.id, f"{path}.id"),
         _attrs(msg.attributes, f"{path}.attributes", limits),
     )
 
 
 def _tuple(msg: pdp_pb2.RelationTuple, path: str, limits: Limits) -> RelationTuple:
+    subject_relation = msg.subject_relation
+    if subject_relation:
+        _name(subject_relation, f"{path}.subject_relation", limits)
     return RelationTuple(
         _name(msg.object_type, f"{path}.object_type", limits),
-        _name(msg.object_id, f"{path}.object_id", limits),
+        _id(msg.object_id, f"{path}.object_id"),
         _name(msg.relation, f"{path}.relation", limits),
         _name(msg.subject_type, f"{path}.subject_type", limits),
-        _name(msg.subject_id, f"{path}.subject_id", limits),
-        msg.subject_relation,
+        # `user:*` is every user; `group:*#member` means nothing and is refused
+        _id(msg.subject_id, f"{path}.subject_id", wildcard=not subject_relation),
+        subject_relation,
     )
 
 
@@ -271,6 +289,8 @@ def audit_event_pb(ev: audit.AuditEvent, mask: frozenset[str]) -> pdp_pb2.AuditE
 # ---- servicers -----------------------------------------------------------------------------
 
 SubjectFromToken = Callable[[str], Entity]
+TRUSTED, TOKEN_ONLY = "trusted", "token-only"
+SUBJECT_MODES = (TRUSTED, TOKEN_ONLY)
 _CONVERSION_CACHE_SIZE = 50_000
 
 
@@ -284,8 +304,12 @@ class AuthorizerServicer(pdp_pb2_grpc.AuthorizerServicer):
         metrics: Metrics,
         limits: Limits = Limits(),
         subject_from_token: SubjectFromToken | None = None,
+        *,
+        token_only: bool = False,
     ) -> None:
         self._engine = engine
+        # INVARIANT (token-only): no subject reaches the engine that a token did not prove
+        self._token_only = token_only
         self._hub = hub
         self._metrics = metrics
         self._limits = limits
@@ -320,7 +344,7 @@ class AuthorizerServicer(pdp_pb2_grpc.AuthorizerServicer):
         return context
 
     def _request(self, msg: pdp_pb2.CheckRequest, path: str) -> Request:
-        if msg.WhichOneof("principal") != "subject":
+        if msg.WhichOneof("principal") != "subject" or self._token_only:
             return self._convert(msg, path)
         # A request with an explicit subject is a pure function of its bytes: convert each
         # distinct one once (a token-bearing request is never cached: it must be verified).
@@ -337,6 +361,11 @@ class AuthorizerServicer(pdp_pb2_grpc.AuthorizerServicer):
         limits = self._limits
         which = msg.WhichOneof("principal")
         if which == "subject":
+            if self._token_only:
+                raise Unauthenticated(
+                    f"{path}subject: this sidecar accepts only a verified subject_token "
+                    "(subjects = token-only)"
+                )
             subject = self._entity(msg.subject, f"{path}subject")
         elif which == "subject_token":
             if self._subject_from_token is None:
@@ -457,12 +486,7 @@ class AdminServicer(pdp_pb2_grpc.AdminServicer):
         try:
             writes = self._tuples(request.writes, "writes")
             deletes = self._tuples(request.deletes, "deletes")
-            both = set(writes) & set(deletes)
-            if both:
-                raise RequestInvalid(
-                    "deletes", f"`{min(both)}` is both written and deleted in one call"
-                )
-            revision = self._sidecar.write_tuples(writes, deletes, by=ADMIN_CALLER.get())
+            revision = self._sidecar.writer.write(writes, deletes, ADMIN_CALLER.get())
         except Exception as exc:
             _abort(context, exc)
         return pdp_pb2.WriteTuplesResponse(tuple_revision=revision)
@@ -472,7 +496,7 @@ class AdminServicer(pdp_pb2_grpc.AdminServicer):
     ) -> pdp_pb2.WriteTuplesResponse:
         try:
             deletes = self._tuples(request.tuples, "tuples")
-            revision = self._sidecar.write_tuples([], deletes, by=ADMIN_CALLER.get())
+            revision = self._sidecar.writer.write([], deletes, ADMIN_CALLER.get())
         except Exception as exc:
             _abort(context, exc)
         return pdp_pb2.WriteTuplesResponse(tuple_revision=revision)
@@ -487,7 +511,8 @@ class AdminServicer(pdp_pb2_grpc.AdminServicer):
                     "page_size", f"must be between 1 and {self._limits.max_page_size}"
                 )
             after = _page_after(request.page_token)
-            tuples, revision = self._sidecar.read_tuples(
+            tuples, revision = self._sidecar.writer.read(
+                ADMIN_CALLER.get(),
                 object_type=request.object_type or None,
                 object_id=request.object_id or None,
                 relation=request.relation or None,
@@ -520,6 +545,12 @@ class AdminServicer(pdp_pb2_grpc.AdminServicer):
         )
         if st.loaded_at:
             out.loaded_at.CopyFrom(_timestamp(st.loaded_at))
+        if st.quarantine.count:
+            out.quarantined_tuples = st.quarantine.count
+            out.quarantined_examples.extend(
+                pdp_pb2.QuarantinedTuple(tuple=q.tuple, write=q.present, reason=q.reason)
+                for q in st.quarantine.examples
+            )
         if st.rejected is not None:
             out.last_rejected.CopyFrom(
                 pdp_pb2.RejectedBundle(

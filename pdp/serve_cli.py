@@ -59,6 +59,14 @@ _OPTIONS: list[tuple[str, type, Any, str]] = [
         "comma-separated attribute names to mask in audit events (`ssn` or `subject.email`)",
     ),
     ("max_batch", int, 1000, "most items in one BatchCheck"),
+    (
+        "subjects",
+        str,
+        "trusted",
+        "`trusted`: Check takes the subject and its attributes as the calling service sends them "
+        "(or a subject_token); `token-only`: only a verified subject_token is a subject, for "
+        "callers that are not trusted",
+    ),
     ("log_level", str, "INFO", "DEBUG, INFO, WARNING or ERROR"),
     (
         "token_key_dir",
@@ -80,6 +88,11 @@ _SWITCHES: list[tuple[str, str]] = [
         "dev_keys",
         "development: create a signing key under DATA_DIR/dev-keys if none is given, and serve "
         "tokens with it (issuer defaults to http://HTTP_LISTEN)",
+    ),
+    (
+        "quarantine_orphans",
+        "at start, set aside stored tuples the bundle's schema no longer accepts (reported in "
+        "BundleStatus, never applied again) instead of refusing the bundle",
     ),
     (
         "insecure_admin",
@@ -209,8 +222,11 @@ def run(args: argparse.Namespace) -> int:
         limits=dataclasses.replace(grpc_service.Limits(), max_batch=s["max_batch"]),
         tokens=token_config(s),
         insecure_admin=s["insecure_admin"],
+        subjects=s["subjects"],
+        quarantine_orphans=s["quarantine_orphans"],
         bundle_verify_key=Path(s["bundle_verify_key"]) if s["bundle_verify_key"] else None,
     )
+    from pdp.data_dir import DataDirInUse
     from pdp.tokens import KeyConfigError
 
     try:
@@ -218,6 +234,9 @@ def run(args: argparse.Namespace) -> int:
     except KeyConfigError as exc:  # e.g. an unusable --bundle-verify-key: say so, no traceback
         print(f"pdp serve: {exc}", file=sys.stderr)
         return 2
+    except (DataDirInUse, ValueError) as exc:  # a data dir in use, a setting that cannot work
+        print(f"pdp serve: {exc}", file=sys.stderr)
+        return 1
     except app.CannotListen as exc:  # a busy port: one line naming the address, no traceback
         print(f"pdp serve: {exc}", file=sys.stderr)
         return 1
