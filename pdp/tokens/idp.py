@@ -86,6 +86,12 @@ def load_trusted_idps(path: str | Path) -> list[TrustedIdP]:
     idps = []
     for entry in doc.get("trusted_idps", []):
         try:
+            # INVARIANT: a customer's IdP speaks for one tenant, never for none (`*` would make
+            # its exchanged tokens an operator's, bound to no tenant: pdp.tenancy)
+            if not is_id(entry["tenant"]):
+                raise KeyConfigError(
+                    f"trusted IdP `{entry.get('issuer', '?')}`: `tenant` must be one tenant's id"
+                )
             jwks_path = path.parent / entry["jwks_file"]
             jwks = json.loads(jwks_path.read_text(encoding="utf-8"))
             idps.append(

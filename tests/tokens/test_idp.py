@@ -153,3 +153,19 @@ def test_subject_prefix_can_be_configured(idps: tuple[IdP, IdP, Path]) -> None:
     path.write_text(json.dumps(doc))
     verifier = IdPVerifier(load_trusted_idps(path), own_issuer=ISSUER)
     assert verifier.verify(idps[0].id_token()).subject == "alice"
+
+
+@pytest.mark.parametrize("tenant", ["*", "", "acme corp", "a#b"])
+def test_an_idp_speaks_for_one_tenant_never_none(tmp_path: Path, tenant: str) -> None:
+    """`*` would make the IdP's exchanged tokens an operator's, bound to no tenant."""
+    (tmp_path / "idps.json").write_text(
+        json.dumps(
+            {
+                "trusted_idps": [
+                    {"issuer": "https://x", "tenant": tenant, "audience": "a", "jwks_file": "k"}
+                ]
+            }
+        )
+    )
+    with pytest.raises(KeyConfigError, match="one tenant"):
+        load_trusted_idps(tmp_path / "idps.json")
