@@ -94,6 +94,18 @@ def tuple_message(t: RelationTuple) -> pdp_pb2.RelationTuple:
     )
 
 
+def tuple_of(msg: pdp_pb2.RelationTuple) -> RelationTuple:
+    """A tuple as ReadTuples answers it, back as a value (the server sends only valid ones)."""
+    return RelationTuple(
+        msg.object_type,
+        msg.object_id,
+        msg.relation,
+        msg.subject_type,
+        msg.subject_id,
+        msg.subject_relation,
+    )
+
+
 class Client:
     """One channel to the sidecar. `timeout` (seconds) bounds every call."""
 

@@ -16,14 +16,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-
 from pdp._proto.pdp.v1 import pdp_pb2
 from pdp.bundle import load_bundle
 from pdp.cli import main as pdp_main
 from pdp.engine import Engine
 from pdp.model import Entity, Request
+from tests.bundle_keys import key_pair
 
 from .serve import Served, ServeFactory, wait_for
 
@@ -267,28 +265,6 @@ def test_refused_edits_keep_the_last_good_bundle_and_watching_goes_on(
 # -- manifests and signatures ------------------------------------------------------------------
 
 
-def _key_pair(tmp_path: Path, name: str, kind: str = "ec") -> tuple[Path, Path]:
-    key: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey = (
-        ec.generate_private_key(ec.SECP256R1())
-        if kind == "ec"
-        else ed25519.Ed25519PrivateKey.generate()
-    )
-    private, public = tmp_path / f"{name}.pem", tmp_path / f"{name}.pub.pem"
-    private.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    public.write_bytes(
-        key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
-    return private, public
-
-
 def _last_errors(served: Served, token: str, since: float) -> list[str]:
     st = served.status(token)
     if not st.HasField("last_rejected") or st.last_rejected.rejected_at.ToSeconds() < since:
@@ -300,8 +276,8 @@ def test_a_signed_bundle_loads_and_any_tampering_is_refused(
     pdp_serve: ServeFactory, saas_bundle: Path, tmp_path: Path
 ) -> None:
     # ES256 here; EdDSA signs and verifies the same way (tests/engine/test_bundle_manifest.py).
-    private, public = _key_pair(tmp_path, "signer")
-    other, _ = _key_pair(tmp_path, "other")
+    private, public = key_pair(tmp_path, "signer")
+    other, _ = key_pair(tmp_path, "other")
     assert main_build(saas_bundle, private) == 0
     served = pdp_serve.start(saas_bundle, args=["--bundle-verify-key", str(public)])
     token = _admin(pdp_serve, served)
@@ -346,7 +322,7 @@ def test_a_signed_bundle_loads_and_any_tampering_is_refused(
 def test_starting_on_an_unsigned_bundle_with_a_verify_key_serves_nothing_until_signed(
     pdp_serve: ServeFactory, saas_bundle: Path, tmp_path: Path
 ) -> None:
-    private, public = _key_pair(tmp_path, "signer")
+    private, public = key_pair(tmp_path, "signer")
     served = pdp_serve.start(saas_bundle, args=["--bundle-verify-key", str(public)])
     token = _admin(pdp_serve, served)
     st = served.status(token)

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from pdp._proto.pdp.v1 import pdp_pb2
-from pdp.model import RelationTuple
+from pdp.client import tuple_of
 
 from .conftest import EXAMPLE
 from .saas import document, user, with_reviewer
@@ -39,11 +39,7 @@ def _stored(served: Served, token: str) -> set[str]:
     resp = served.admin(token).ReadTuples(
         pdp_pb2.ReadTuplesRequest(object_type="document", page_size=1000)
     )
-    return {
-        str(RelationTuple(t.object_type, t.object_id, t.relation, t.subject_type, t.subject_id))
-        for t in resp.tuples
-        if t.object_id in DOCS
-    }
+    return {str(tuple_of(t)) for t in resp.tuples if t.object_id in DOCS}
 
 
 class WritesReloadsRestarts(RuleBasedStateMachine):

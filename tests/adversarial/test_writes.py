@@ -13,6 +13,7 @@ import grpc
 import httpx
 
 from pdp._proto.pdp.v1 import pdp_pb2
+from pdp.client import tuple_of
 from pdp.model import RelationTuple
 
 from .saas import document, user, with_reviewer
@@ -29,19 +30,7 @@ def _reviewers(served: Served, token: str) -> set[str]:
         resp = served.admin(token).ReadTuples(
             pdp_pb2.ReadTuplesRequest(relation="reviewer", page_size=1000, page_token=page)
         )
-        out.update(
-            str(
-                RelationTuple(
-                    t.object_type,
-                    t.object_id,
-                    t.relation,
-                    t.subject_type,
-                    t.subject_id,
-                    t.subject_relation,
-                )
-            )
-            for t in resp.tuples
-        )
+        out.update(str(tuple_of(t)) for t in resp.tuples)
         page = resp.next_page_token
         if not page:
             return out

@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from pdp import bundle_manifest
 from pdp.bundle import BundleError, load_bundle
@@ -20,6 +20,7 @@ from pdp.bundle_files import BundleUnstable, read_files, read_stable
 from pdp.bundle_signing import SignatureError, Verifier, sign
 from pdp.cli import main as pdp_main
 from pdp.tokens import KeyConfigError
+from tests.bundle_keys import key_pair
 
 SAAS = Path(__file__).parents[2] / "bundles" / "saas"
 
@@ -29,28 +30,6 @@ def bundle(tmp_path: Path) -> Path:
     dest = tmp_path / "saas"
     shutil.copytree(SAAS, dest)
     return dest
-
-
-def _keys(tmp_path: Path, name: str, kind: str = "ec") -> tuple[Path, Path]:
-    key: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey = (
-        ec.generate_private_key(ec.SECP256R1())
-        if kind == "ec"
-        else ed25519.Ed25519PrivateKey.generate()
-    )
-    private, public = tmp_path / f"{name}.pem", tmp_path / f"{name}.pub"
-    private.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    public.write_bytes(
-        key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
-    return private, public
 
 
 def _codes(path: Path, **kw: object) -> set[str]:
@@ -218,8 +197,8 @@ def test_a_malformed_manifest_is_refused(bundle: Path, content: bytes) -> None:
 def test_a_signed_bundle_verifies_with_its_key_only(
     bundle: Path, tmp_path: Path, kind: str
 ) -> None:
-    private, public = _keys(tmp_path, "signer", kind)
-    _, other = _keys(tmp_path, "other", kind)
+    private, public = key_pair(tmp_path, "signer", kind)
+    _, other = key_pair(tmp_path, "other", kind)
     _build(bundle, private)
     load_bundle(bundle, verify=Verifier.from_file(public))
     with pytest.raises(BundleError, match="not by the verify key"):
@@ -227,14 +206,14 @@ def test_a_signed_bundle_verifies_with_its_key_only(
 
 
 def test_an_unsigned_bundle_is_refused_when_a_key_is_set(bundle: Path, tmp_path: Path) -> None:
-    _, public = _keys(tmp_path, "signer")
+    _, public = key_pair(tmp_path, "signer")
     assert _codes(bundle, verify=Verifier.from_file(public)) == {"signature_missing"}
     _build(bundle)  # a manifest alone is not a signature
     assert _codes(bundle, verify=Verifier.from_file(public)) == {"signature_missing"}
 
 
 def test_the_manifest_and_the_signed_list_must_agree(bundle: Path, tmp_path: Path) -> None:
-    private, public = _keys(tmp_path, "signer")
+    private, public = key_pair(tmp_path, "signer")
     _build(bundle, private)
     (bundle / "extra.txt").write_text("x")
     signed = (bundle / ".signatures.json").read_bytes()
@@ -257,7 +236,7 @@ def _b64(obj: object) -> str:
 
 
 def test_a_tampered_payload_or_header_is_refused(bundle: Path, tmp_path: Path) -> None:
-    private, public = _keys(tmp_path, "signer")
+    private, public = key_pair(tmp_path, "signer")
     verify = Verifier.from_file(public)
     _build(bundle, private)
     header, payload, sig = _token(bundle).split(".")
@@ -281,7 +260,7 @@ def test_a_tampered_payload_or_header_is_refused(bundle: Path, tmp_path: Path) -
 
 
 def test_keys_are_checked_for_what_they_are_used_for(tmp_path: Path) -> None:
-    private, public = _keys(tmp_path, "signer")
+    private, public = key_pair(tmp_path, "signer")
     with pytest.raises(KeyConfigError, match="private key"):
         Verifier.from_file(private)
     with pytest.raises(KeyConfigError, match="public key"):
