@@ -3,6 +3,7 @@ token keys and a real data directory; the factory stops (or kills) every process
 
 from __future__ import annotations
 
+import atexit
 import os
 import selectors
 import signal
@@ -142,6 +143,8 @@ class ServeFactory:
         init_key_directory(self.key_dir)
         self._served: list[Served] = []
         self._clients = 0
+        # the last resort: a test interrupted past its own cleanup (a timeout) leaves no server
+        atexit.register(self.close)
 
     def client(
         self,
