@@ -6,17 +6,28 @@ only stores immutable decisions and counts hits and misses.
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+import time
+from collections.abc import Callable, Hashable
 from dataclasses import replace
-from time import monotonic
 
 from pdp.model import Decision
 
 
 class DecisionCache:
-    def __init__(self, ttl_seconds: float, max_entries: int = 100_000) -> None:
+    """Decisions by key, each good for `ttl_seconds` of `clock` (seconds, never going back).
+
+    The clock is injected so a test can expire an entry by moving time, not by sleeping."""
+
+    def __init__(
+        self,
+        ttl_seconds: float,
+        max_entries: int = 100_000,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.ttl = ttl_seconds
         self.max_entries = max_entries
+        self._clock = clock
         self.hits = 0
         self.misses = 0
         self._entries: dict[Hashable, tuple[Decision, float]] = {}
@@ -28,7 +39,7 @@ class DecisionCache:
     def get(self, key: Hashable) -> Decision | None:
         item = self._entries.get(key)
         if item is not None:
-            if item[1] > monotonic():
+            if item[1] > self._clock():
                 self.hits += 1
                 return item[0]
             self._entries.pop(key, None)
@@ -42,7 +53,7 @@ class DecisionCache:
                 entries.pop(next(iter(entries)), None)
             except (StopIteration, RuntimeError):
                 pass
-        entries[key] = (replace(decision, cached=True), monotonic() + self.ttl)
+        entries[key] = (replace(decision, cached=True), self._clock() + self.ttl)
 
     def clear(self) -> None:
         self._entries = {}

@@ -3,15 +3,14 @@ evaluation would not give (OpenFGA shipped CVEs from cache keys that missed an i
 
 from __future__ import annotations
 
-import time
-
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pdp.bundle import bundle_from_text
+from pdp.cache import DecisionCache
 from pdp.engine import Engine
-from pdp.model import Effect, Entity, Reason, RelationTuple, Request
-from tests.engine.test_differential import SCHEMA, requests, roles, rules, tuple_strings
+from pdp.model import Decision, Effect, Entity, Reason, RelationTuple, Request
+from tests.strategies import SCHEMA, requests, roles, rules, tuple_strings
 
 POLICY = """
 type user { attributes { level?: int, tenant?: string } }
@@ -29,8 +28,25 @@ permit by_context: peek on doc when context.hour > 8
 """
 
 
-def engine(ttl: float = 60, size: int = 1000, policy: str = POLICY) -> Engine:
+class FakeClock:
+    """Seconds that move only when a test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def engine(
+    ttl: float = 60, size: int = 1000, policy: str = POLICY, clock: FakeClock | None = None
+) -> Engine:
     e = Engine(cache_ttl=ttl, cache_size=size)
+    if clock is not None:
+        e.cache = DecisionCache(ttl, size, clock=clock)
     e.load(bundle_from_text(policy))
     return e
 
@@ -135,11 +151,27 @@ def test_explain_never_answers_from_the_cache() -> None:
 
 
 def test_entries_expire_after_the_ttl() -> None:
-    e = engine(ttl=0.05)
+    clock = FakeClock()
+    e = engine(ttl=5, clock=clock)
     req = Request(user(level=3), "read", DOC)
     e.check(req)
-    time.sleep(0.1)
+    clock.advance(4.999)
+    assert e.check(req).cached
+    clock.advance(0.001)  # an entry is good until its deadline, not at it
     assert not e.check(req).cached
+    assert e.check(req).cached  # the fresh answer was cached again, for another ttl
+
+
+def test_the_cache_reads_only_its_own_clock() -> None:
+    clock = FakeClock()
+    cache = DecisionCache(10, clock=clock)
+    decision = Decision(Effect.ALLOW, Reason.PERMITTED, ("p",), "r1", 0)
+    cache.put("k", decision)
+    hit = cache.get("k")
+    assert hit is not None and hit.cached and hit.rule_ids == ("p",)
+    clock.advance(10)
+    assert cache.get("k") is None
+    assert cache.stats() == {"hits": 1, "misses": 1, "size": 0}
 
 
 def test_size_is_bounded() -> None:
