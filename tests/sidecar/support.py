@@ -1,8 +1,10 @@
-"""Request builders and token helpers shared by the sidecar tests."""
+"""Request builders, token helpers and the one deadline-bounded wait shared by the sidecar tests."""
 
 from __future__ import annotations
 
 import itertools
+import time
+from collections.abc import Callable
 from typing import Any
 
 from pdp._proto.pdp.v1 import pdp_pb2
@@ -69,3 +71,15 @@ class Authed:
             return method(request, metadata=self._metadata, **kwargs)
 
         return call
+
+
+def wait_until(cond: Callable[[], object], what: str, timeout: float = 10.0) -> None:
+    """Poll `cond` until it holds; fail naming `what` once `timeout` seconds pass.
+
+    Every wait in these tests goes through here: none may wait forever when the thing it waits
+    for (a server, a load thread, a subscriber) has died."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.01)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from pdp._proto.pdp.v1 import pdp_pb2, pdp_pb2_grpc
 from pdp.app import App
 from pdp.model import Decision, Effect, Entity, Reason, Request
 
-from .support import MALLORY, bearer, mint, req
+from .support import MALLORY, bearer, mint, req, tuple_pb, wait_until
 
 REQ = Request(
     Entity("user", "a", {"ssn": "123", "tenant": "t"}),
@@ -124,30 +123,21 @@ def _stream(
     return ch
 
 
-def _wait_subscribers(app: App, n: int) -> None:
-    deadline = time.monotonic() + 5
-    while app.audit.subscriber_count < n:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-
-
 def test_subscriber_receives_every_event(app: App, authz, admin) -> None:
     base = app.audit.subscriber_count
     got: list[pdp_pb2.AuditEvent] = []
     ready = threading.Event()
     ch = _stream(app, pdp_pb2.SubscribeAuditRequest(), got, ready, stop_after=201)
-    _wait_subscribers(app, base + 1)
+    wait_until(lambda: app.audit.subscriber_count >= base + 1, "the stream to subscribe")
     ids = [
         authz.Check(req(MALLORY if i % 2 else None) if i % 2 else req()).decision_id
         for i in range(200)
     ]
-    from .support import tuple_pb
-
     admin.WriteTuples(pdp_pb2.WriteTuplesRequest(writes=[tuple_pb("document:q#owner@user:z")]))
-    deadline = time.monotonic() + 10
-    while len(got) < 201 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    ch.close()
+    try:
+        wait_until(lambda: len(got) >= 201, "all 201 events on the stream")
+    finally:
+        ch.close()
     assert [e.decision_id for e in got[:200]] == ids
     assert got[200].kind == "tuples_written"
     assert orjson.loads(got[200].json)["writes"] == ["document:q#owner@user:z"]
@@ -163,15 +153,12 @@ def test_stuck_subscriber_does_not_slow_checks(make_app: Callable[..., App]) -> 
     with grpc.insecure_channel(app.grpc_target) as ch:
         stub = pdp_pb2_grpc.AuthorizerStub(ch)
         deny = req(MALLORY)
-        for _ in range(50):  # warm up
-            stub.Check(deny)
-        t0 = time.perf_counter()
+        # A check that waited for the stuck subscriber would hang: each call has a deadline, so
+        # that fails as DEADLINE_EXCEEDED instead of hanging the suite. No timing is asserted.
         for _ in range(300):
-            stub.Check(deny)
-        per_call = (time.perf_counter() - t0) / 300
+            assert stub.Check(deny, timeout=10).decision == pdp_pb2.EFFECT_DENY
     assert app.audit.flush()
     assert app.audit.dropped >= 290
-    assert per_call < 0.05  # a blocked put would hang here; the bound allows a busy machine
     events = [stuck.get(0) for _ in range(11)]
     assert events[-1].kind == audit.GAP
     assert events[-1].missed == app.audit.dropped

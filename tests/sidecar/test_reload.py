@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,20 +14,13 @@ from pdp._proto.pdp.v1 import pdp_pb2, pdp_pb2_grpc
 from pdp.app import App
 from pdp.reloader import Reloader
 
-from .support import Authed, mint, req
+from .support import Authed, mint, req, wait_until
 
 
 def _write(path: Path, text: str) -> None:
     tmp = path.with_name("." + path.name + ".tmp")  # dotfiles are not part of a bundle
     tmp.write_text(text)
     os.replace(tmp, path)
-
-
-def _wait(cond: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 def test_reloader_keeps_the_last_good_value(tmp_path: Path) -> None:
@@ -74,17 +66,23 @@ def test_reload_under_load_gives_no_failed_or_mixed_answers(
                     continue
                 answers.append((r.bundle_revision, tuple(r.rule_ids), r.decision))
 
-    threads = [threading.Thread(target=load) for _ in range(3)]
+    def answered(revision: str) -> int:
+        return sum(1 for rev, _, _ in list(answers) if rev == revision)
+
+    threads = [threading.Thread(target=load, daemon=True) for _ in range(3)]
     for t in threads:
         t.start()
-    time.sleep(0.3)
-    _write(policy, new_text)
-    _wait(lambda: app.engine.bundle.revision != old_rev)
-    time.sleep(0.3)
-    stop.set()
-    for t in threads:
-        t.join()
-    new_rev = app.engine.bundle.revision
+    try:
+        wait_until(lambda: answered(old_rev) >= 30 or failures, "checks on the old bundle")
+        _write(policy, new_text)
+        wait_until(lambda: app.engine.bundle.revision != old_rev, "the reload")
+        new_rev = app.engine.bundle.revision
+        wait_until(lambda: answered(new_rev) >= 30 or failures, "checks on the new bundle")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(10)
+    assert not any(t.is_alive() for t in threads)
     assert not failures
     expected = {old_rev: ("tenant_editors",), new_rev: ("tenant_editors_v2",)}
     assert {rev for rev, _, _ in answers} == {old_rev, new_rev}
@@ -102,7 +100,10 @@ def test_bad_bundle_is_kept_out_while_the_good_one_serves(
     _write(bundle_dir / "policy.pdp", "permit oops: read on nosuchtype\n")
     with grpc.insecure_channel(app.grpc_target) as ch:
         admin = Authed(pdp_pb2_grpc.AdminStub(ch), mint(app, scopes=("audit:read",)))
-        _wait(lambda: admin.BundleStatus(pdp_pb2.BundleStatusRequest()).HasField("last_rejected"))
+        wait_until(
+            lambda: admin.BundleStatus(pdp_pb2.BundleStatusRequest()).HasField("last_rejected"),
+            "the bad bundle to be rejected",
+        )
         st = admin.BundleStatus(pdp_pb2.BundleStatusRequest())
         assert st.serving
         assert st.revision == good

@@ -6,16 +6,18 @@ from __future__ import annotations
 import os
 import shutil
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import watchfiles
 
+from pdp import reloader as reloader_module
 from pdp.reloader import Reloader
 from pdp.serve_cli import main as serve_main
+
+from .support import wait_until
 
 
 class Recorder:
@@ -41,13 +43,6 @@ class Recorder:
     def reject(self, _path: Path, exc: Exception) -> None:
         with self._lock:
             self.rejected.append(exc)
-
-
-def _wait(cond: Callable[[], object], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 def _write(directory: Path, text: str) -> None:
@@ -85,9 +80,9 @@ def test_apply_raising_is_a_rejection_and_the_watch_goes_on(
     r = start(tmp_path)
     for n, bad in enumerate(("apply-fails", "load-fails"), 1):
         _write(tmp_path, bad)
-        _wait(lambda n=n: len(rec.rejected) == n)  # type: ignore[misc]
+        wait_until(lambda n=n: len(rec.rejected) == n, f"rejection {n}")  # type: ignore[misc]
     _write(tmp_path, "two")
-    _wait(lambda: rec.applied[-1:] == ["two"])
+    wait_until(lambda: rec.applied[-1:] == ["two"], "rec.applied[-1:] == ['two']")
     assert r.alive
     assert rec.applied == ["one", "two"]
     assert [type(e) for e in rec.rejected] == [ValueError, RuntimeError]
@@ -100,24 +95,49 @@ def test_a_failing_start_is_a_rejection_and_a_later_fix_loads(
     start(tmp_path)
     assert rec.applied == [] and len(rec.rejected) == 1
     _write(tmp_path, "fixed")
-    _wait(lambda: rec.applied == ["fixed"])
+    wait_until(lambda: rec.applied == ["fixed"], "rec.applied == ['fixed']")
+
+
+class _RecordedEvent(threading.Event):
+    """An Event that records, for waits made by the test's own thread, whether the wait ended
+    because the event was set (True) or because its timeout ran out (False)."""
+
+    test_thread_waits: ClassVar[list[bool]] = []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        result = super().wait(timeout)
+        if threading.current_thread() is threading.main_thread():
+            _RecordedEvent.test_thread_waits.append(result)
+        return result
+
+
+class _ThreadingWithRecordedEvents:
+    Event = _RecordedEvent
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(threading, name)
 
 
 def test_a_directory_that_appears_late_is_loaded_and_watched(
-    tmp_path: Path, rec: Recorder, start: Callable[[Path], Reloader[str]]
+    tmp_path: Path,
+    rec: Recorder,
+    start: Callable[[Path], Reloader[str]],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     path = tmp_path / "bundle"
-    began = time.monotonic()
+    monkeypatch.setattr(reloader_module, "threading", _ThreadingWithRecordedEvents())
+    monkeypatch.setattr(_RecordedEvent, "test_thread_waits", [])
     start(path)
-    assert time.monotonic() - began < 2  # start() does not wait for a directory to arm
+    # start() waited only until the watcher said there is nothing to arm, never for its timeout.
+    assert _RecordedEvent.test_thread_waits == [True]
     assert len(rec.rejected) == 1  # the start-up load found nothing
     staged = tmp_path / "staged"
     staged.mkdir()
     _write(staged, "one")
     staged.rename(path)
-    _wait(lambda: rec.applied == ["one"])
+    wait_until(lambda: rec.applied == ["one"], "rec.applied == ['one']")
     _write(path, "two")
-    _wait(lambda: rec.applied == ["one", "two"])
+    wait_until(lambda: rec.applied == ["one", "two"], "rec.applied == ['one', 'two']")
 
 
 @pytest.mark.parametrize("how", ["rename", "symlink", "recreate"])
@@ -148,10 +168,10 @@ def test_a_replaced_directory_is_followed(
         shutil.rmtree(path)
         path.mkdir()  # the freed inode number is often handed straight back
         _write(path, "two")
-    _wait(lambda: rec.applied[-1:] == ["two"])
+    wait_until(lambda: rec.applied[-1:] == ["two"], "rec.applied[-1:] == ['two']")
     for text in ("three", "four"):  # and edits of the new directory keep loading
         _write(path, text)
-        _wait(lambda t=text: rec.applied[-1:] == [t])  # type: ignore[misc]
+        wait_until(lambda t=text: rec.applied[-1:] == [t], f"{text!r} applied")  # type: ignore[misc]
 
 
 def test_a_watcher_that_fails_is_reported_and_rearmed(
@@ -170,10 +190,10 @@ def test_a_watcher_that_fails_is_reported_and_rearmed(
     _write(tmp_path, "one")
     r = start(tmp_path)
     # The second watch, once armed, reloads whatever is there: no change is lost in between.
-    _wait(lambda: rec.applied == ["one", "one"])
+    wait_until(lambda: rec.applied == ["one", "one"], "rec.applied == ['one', 'one']")
     assert [str(e) for e in rec.rejected] == ["inotify watch limit reached"]
     _write(tmp_path, "two")
-    _wait(lambda: rec.applied[-1:] == ["two"])
+    wait_until(lambda: rec.applied[-1:] == ["two"], "rec.applied[-1:] == ['two']")
     assert r.alive
 
 
@@ -189,7 +209,7 @@ def test_a_failing_rejected_callback_does_not_stop_the_watch(tmp_path: Path) -> 
     r.start()
     try:
         _write(tmp_path, "ok")
-        _wait(lambda: applied == ["ok"])
+        wait_until(lambda: applied == ["ok"], "applied == ['ok']")
     finally:
         r.stop()
 

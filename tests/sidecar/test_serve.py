@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import grpc
@@ -20,7 +19,7 @@ from pdp._proto.pdp.v1.pdp_pb2 import BundleStatusRequest
 from pdp._proto.pdp.v1.pdp_pb2_grpc import AdminStub
 from pdp.client import CLIENT_ERROR, Client
 
-from .support import ALICE, doc
+from .support import ALICE, doc, wait_until
 
 
 def _args(*argv: str) -> argparse.Namespace:
@@ -125,16 +124,23 @@ def test_sigterm_drains_in_flight_calls(bundle_dir: Path, tmp_path: Path) -> Non
                     return
                 ok[0] += 1
 
-    threads = [threading.Thread(target=load) for _ in range(2)]
+    threads = [threading.Thread(target=load, daemon=True) for _ in range(2)]
     for t in threads:
         t.start()
-    while ok[0] < 50:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(15) == 0
-    stop.set()
+    try:
+        # If the load threads fail (their client errors end them), this wait fails, not hangs.
+        wait_until(lambda: ok[0] >= 50 or errors, "50 answered checks")
+        assert not errors, errors
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    finally:
+        stop.set()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(15)
     for t in threads:
-        t.join()
+        t.join(10)
+        assert not t.is_alive(), "a load thread outlived the server"
     assert proc.stdout.read().strip().endswith("pdp: stopped")
     proc.stdout.close()
     # every call either completed or was refused cleanly: grpc refuses calls that arrive after

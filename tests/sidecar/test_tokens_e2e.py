@@ -30,7 +30,7 @@ from pdp.tokens import KeyRing, TokenConfig
 from pdp.tokens.keys import VerificationKey, public_jwk
 from pdp.tokens.service import TOKEN_EXCHANGE
 
-from .support import AUDIENCE, ISSUER, Authed, bearer, tuple_pb
+from .support import AUDIENCE, ISSUER, Authed, bearer, tuple_pb, wait_until
 
 TOKENS_BUNDLE = Path(__file__).parent / "bundles" / "tokens"
 UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED.value[0]
@@ -395,10 +395,7 @@ def test_the_audit_stream_needs_audit_read(dep: Deployment) -> None:
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
-    deadline = time.monotonic() + 5
-    while dep.app.audit.subscriber_count < base + 1:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    wait_until(lambda: dep.app.audit.subscriber_count >= base + 1, "the stream to subscribe")
     token = dep.token("acme-editor")  # an `issued` event
     reader.join(5)
     stream.cancel()
