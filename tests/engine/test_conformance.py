@@ -2,47 +2,59 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from pdp.bundle import BundleError, bundle_from_text
 from pdp.engine import Engine
-from tests.conformance.cases import Check, load_cases, load_diagnostic_cases
+from pdp.model import Decision
+from tests.conformance.cases import (
+    Case,
+    Check,
+    CorpusError,
+    apply_stages,
+    load_cases,
+    load_diagnostic_cases,
+)
 
 CASES = load_cases()
 CHECKS = [(case, check) for case in CASES for check in case.checks]
 
 
-def assert_decision(check: Check, decision) -> None:  # type: ignore[no-untyped-def]
-    assert decision.effect.value == check.expect, decision
-    if check.reason is not None:
-        assert decision.reason.value == check.reason, decision
-    if check.rules is not None:
-        assert decision.rule_ids == check.rules, decision
-    if check.not_found is not None:
-        assert decision.not_found == check.not_found, decision
+def engine_at(case: Case, check: Check, cache_ttl: float | None = None) -> Engine:
+    """A fresh engine brought through the case's stages up to the one `check` belongs to."""
+    engine = Engine(cache_ttl=cache_ttl)
+    apply_stages(case, check.stage, engine.load, engine.write_tuples)
+    return engine
+
+
+def got(decision: Decision) -> tuple[str, str, tuple[str, ...], bool]:
+    return (decision.effect.value, decision.reason.value, decision.rule_ids, decision.not_found)
 
 
 @pytest.mark.parametrize("cache_ttl", [0, 60])
 @pytest.mark.parametrize(("case", "check"), CHECKS, ids=[c.id for _, c in CHECKS])
-def test_decision(case, check: Check, cache_ttl: float) -> None:  # type: ignore[no-untyped-def]
-    engine = Engine(cache_ttl=cache_ttl)
-    engine.load(case.bundle())
+def test_decision(case: Case, check: Check, cache_ttl: float) -> None:
+    engine = engine_at(case, check, cache_ttl)
     # Twice: the second answer may come from the cache and must be the same.
-    first = engine.check(check.request)
-    second = engine.check(check.request)
-    assert_decision(check, first)
-    assert_decision(check, second)
+    first = engine.check(check.request, min_tuple_revision=check.min_tuple_revision)
+    second = engine.check(check.request, min_tuple_revision=check.min_tuple_revision)
+    assert got(first) == check.expected, first
+    assert got(second) == check.expected, second
 
 
 @pytest.mark.parametrize(("case", "check"), CHECKS, ids=[c.id for _, c in CHECKS])
-def test_explain_agrees_and_traces(case, check: Check) -> None:  # type: ignore[no-untyped-def]
-    engine = Engine()
-    engine.load(case.bundle())
-    explained = engine.check(check.request, explain=True)
-    assert_decision(check, explained)
-    assert explained.trace is not None
+def test_explain_agrees_and_traces(case: Case, check: Check) -> None:
+    engine = engine_at(case, check)
+    explained = engine.check(
+        check.request, explain=True, min_tuple_revision=check.min_tuple_revision
+    )
+    assert got(explained) == check.expected, explained
     assert not explained.cached
-    assert all(step.id != "mismatch" for step in explained.trace)
+    if check.reason != "stale_tuples":  # refused before any rule is looked at: nothing to trace
+        assert explained.trace is not None
+        assert all(step.id != "mismatch" for step in explained.trace)
 
 
 DIAGNOSTICS = load_diagnostic_cases()
@@ -64,3 +76,77 @@ def test_diagnostics(name: str, policy: str, severity: str, expected: list[str])
         text = d.format()
         assert text.startswith(f"policy.pdp:{d.loc.line}:{d.loc.col}: {severity}[{d.code}]")
         assert "^" in text  # the offending line is shown with a caret
+
+
+# ---- the corpus schema: a malformed case is an error, never a silently skipped assertion
+
+POLICY = '"""\ntype user {}\ntype doc { actions read }\npermit p: read on doc\n"""'
+CHECK = 'subject = "user:u", action = "read", resource = "doc:1", expect = "allow"'
+
+
+def corpus(tmp_path: Path, text: str) -> list[Path]:
+    path = tmp_path / "case.toml"
+    path.write_text(text)
+    return [path]
+
+
+def test_a_well_formed_case_loads(tmp_path: Path) -> None:
+    [case] = load_cases(
+        corpus(
+            tmp_path,
+            f'[[case]]\nname = "ok"\npolicy = {POLICY}\n'
+            f'check = [{{ {CHECK}, reason = "permitted", rules = ["p"] }}]\n',
+        )
+    )
+    assert [c.expected for c in case.checks] == [("allow", "permitted", ("p",), False)]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            f'[[case]]\nname = "x"\npolicy = {POLICY}\n'
+            f'check = [{{ {CHECK}, reason = "permitted", rule = ["p"] }}]\n',
+            "unknown key `rule`",
+        ),
+        (
+            f'[[case]]\nname = "x"\npolicy = {POLICY}\ncheck = [{{ {CHECK}, rules = ["p"] }}]\n',
+            "missing `reason`",
+        ),
+        (
+            f'[[case]]\nname = "x"\npolicy = {POLICY}\n'
+            f'check = [{{ {CHECK}, reason = "permitted" }}]\n',
+            "missing `rules`",
+        ),
+        (
+            f'[[case]]\nname = "x"\npolicy = {POLICY}\n'
+            f'check = [{{ {CHECK}, reason = "allowed", rules = ["p"] }}]\n',
+            "`reason` must be one of",
+        ),
+        (
+            f'[[case]]\nname = "x"\npolicy = {POLICY}\nmax_depth = "3"\n'
+            f'check = [{{ {CHECK}, reason = "permitted", rules = ["p"] }}]\n',
+            "`max_depth` must be an integer",
+        ),
+        (
+            f'[[case]]\nname = "x"\npolicy = {POLICY}\n'
+            f'check = [{{ {CHECK}, reason = "permitted", rules = ["p"] }}]\n'
+            '[[case.stage]]\nwrites = ["doc:1#viewer@user:u"]\ncheck = []\n',
+            "stage 1: unknown key `writes`",
+        ),
+        (
+            f'[[case]]\nname = "x"\npolicy = {POLICY}\n[case.defaults]\nreason = "permitted"\n',
+            "defaults: unknown key `reason`",
+        ),
+        (f'[[case]]\nname = "x"\npolicy = {POLICY}\n', "no check asserts nothing"),
+        (f'[[cases]]\nname = "x"\npolicy = {POLICY}\n', "unknown key `cases`"),
+        ('[[error]]\nname = "x"\npolicy = "x"\nerror = []\n', "unknown key `error`"),
+    ],
+)
+def test_a_malformed_case_file_is_refused(tmp_path: Path, text: str, message: str) -> None:
+    def load_both(paths: list[Path]) -> None:
+        load_cases(paths)
+        load_diagnostic_cases(paths)
+
+    with pytest.raises(CorpusError, match=message):
+        load_both(corpus(tmp_path, text))

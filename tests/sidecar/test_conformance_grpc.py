@@ -1,4 +1,7 @@
-"""The conformance corpus again, through a real gRPC server: the wire must not change one answer."""
+"""The conformance corpus again, through a real gRPC server: the wire must not change one answer.
+
+Each case runs its stages in order against one server: a reload rewrites the bundle directory and
+has the server's own reloader load it; writes and deletes go through the Admin service."""
 
 from __future__ import annotations
 
@@ -9,59 +12,99 @@ from pathlib import Path
 import grpc
 import pytest
 
-from pdp._proto.pdp.v1 import pdp_pb2_grpc
+from pdp._proto.pdp.v1 import pdp_pb2, pdp_pb2_grpc
 from pdp.app import App, Config
-from pdp.client import answer, check_request
-from tests.conformance.cases import Case, load_cases
+from pdp.bundle import Bundle
+from pdp.client import answer, check_request, tuple_message
+from pdp.model import RelationTuple
+from tests.conformance.cases import Case, apply_stage, load_cases
 
 CASES = load_cases()
 
 
-def write_bundle(case: Case, root: Path) -> Path:
-    root.mkdir()
-    s = case.settings
+def write_bundle(case: Case, stage: int, root: Path) -> None:
+    root.mkdir(exist_ok=True)
+    s, at = case.settings, case.stages[stage]
     fail_open = json.dumps([f"{t}:{a}" for t, a in sorted(s.fail_open)])
     depth = f"max_depth = {s.max_depth}\n" if s.max_depth else ""
     (root / "bundle.toml").write_text(
-        f'name = "conformance"\nrevision = "1"\n[settings]\n{depth}fail_open = {fail_open}\n'
+        f'name = "conformance"\nrevision = "{stage}"\n[settings]\n{depth}fail_open = {fail_open}\n'
     )
-    (root / "policy.pdp").write_text(case.policy)
-    (root / "tuples.jsonl").write_text("".join(json.dumps(t) + "\n" for t in case.tuples))
-    return root
+    (root / "policy.pdp").write_text(at.policy)
+    (root / "tuples.jsonl").write_text("".join(json.dumps(t) + "\n" for t in at.tuples))
+
+
+class Served:
+    """One sidecar for one case, driven through its stages."""
+
+    authz: pdp_pb2_grpc.AuthorizerStub
+    admin: pdp_pb2_grpc.AdminStub
+
+    def __init__(self, case: Case, tmp_path: Path) -> None:
+        self.case = case
+        self.root = tmp_path / "bundle"
+        write_bundle(case, 0, self.root)
+        self.app = App(
+            Config(
+                bundle=self.root,
+                listen="127.0.0.1:0",
+                data_dir=tmp_path / "data",
+                watch=False,
+                insecure_admin=True,  # the corpus tests decisions, not admin credentials
+                bundle_quiet_seconds=0.01,
+            )
+        )  # type: ignore[call-arg]
+        self.stage = 0
+
+    def load(self, bundle: Bundle) -> None:
+        if self.stage == 0:
+            return  # the server loaded stage 0 when it started
+        write_bundle(self.case, self.stage, self.root)
+        assert self.app.reloader.reload_now(), f"stage {self.stage}: the reload was refused"
+        status = self.admin.BundleStatus(pdp_pb2.BundleStatusRequest(), timeout=5)
+        assert status.revision.startswith(f"{bundle.revision}+"), status
+
+    def write(self, writes: list[RelationTuple], deletes: list[RelationTuple]) -> None:
+        self.admin.WriteTuples(
+            pdp_pb2.WriteTuplesRequest(
+                writes=[tuple_message(t) for t in writes],
+                deletes=[tuple_message(t) for t in deletes],
+            ),
+            timeout=5,
+        )
 
 
 @pytest.fixture(params=CASES, ids=[c.name for c in CASES])
-def served(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> Iterator[tuple[Case, pdp_pb2_grpc.AuthorizerStub]]:
-    case: Case = request.param
-    app = App(
-        Config(
-            bundle=write_bundle(case, tmp_path / "bundle"),
-            listen="127.0.0.1:0",
-            data_dir=tmp_path / "data",
-            watch=False,
-        )
-    )  # type: ignore[call-arg]
-    app.start()
+def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Served]:
+    s = Served(request.param, tmp_path)
+    s.app.start()
     try:
-        with grpc.insecure_channel(app.grpc_target) as channel:
-            yield case, pdp_pb2_grpc.AuthorizerStub(channel)
+        with grpc.insecure_channel(s.app.grpc_target) as channel:
+            s.authz = pdp_pb2_grpc.AuthorizerStub(channel)
+            s.admin = pdp_pb2_grpc.AdminStub(channel)
+            yield s
     finally:
-        app.stop(0.5)
+        s.app.stop(0.5)
 
 
-def test_corpus_over_grpc(served: tuple[Case, pdp_pb2_grpc.AuthorizerStub]) -> None:
-    case, stub = served
-    for check in case.checks:
-        r = check.request
-        got = answer(
-            stub.Check(check_request(r.subject, r.action, r.resource, dict(r.context)), timeout=5)
-        )
-        assert ("allow" if got.allowed else "deny") == check.expect, check.id
-        if check.reason is not None:
-            assert got.reason == check.reason, check.id
-        if check.rules is not None:
-            assert got.rule_ids == check.rules, check.id
-        if check.not_found is not None:
-            assert got.not_found == check.not_found, check.id
+def test_corpus_over_grpc(served: Served) -> None:
+    case = served.case
+    for i, stage in enumerate(case.stages):
+        served.stage = i
+        apply_stage(case, i, served.load, served.write)
+        for check in stage.checks:
+            r = check.request
+            got = answer(
+                served.authz.Check(
+                    check_request(
+                        r.subject,
+                        r.action,
+                        r.resource,
+                        dict(r.context),
+                        min_tuple_revision=check.min_tuple_revision,
+                    ),
+                    timeout=5,
+                )
+            )
+            effect = "allow" if got.allowed else "deny"
+            assert (effect, got.reason, got.rule_ids, got.not_found) == check.expected, check.id
