@@ -9,7 +9,6 @@ import logging
 import signal
 import socket
 import threading
-import time
 from collections.abc import Callable, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from pdp import audit
 from pdp._proto.pdp.v1 import pdp_pb2, pdp_pb2_grpc
-from pdp.bundle import Bundle, BundleError, load_bundle
+from pdp.bundle import Bundle, load_bundle
 from pdp.bundle_files import QUIET_SECONDS
 from pdp.bundle_signing import Verifier as BundleVerifier
 from pdp.data_dir import DataDirLock
@@ -48,10 +47,10 @@ from pdp.grpc_service import (
 from pdp.metrics import Metrics
 from pdp.model import Entity
 from pdp.reloader import Reloader
+from pdp.service import Service
 from pdp.tenancy import ANY_TENANT, Caller, TenantDenied
 from pdp.tokens import TokenConfig, TokenRuntime, VerifiedSubject, Verifier, build_tokens
 from pdp.tuple_log import TupleLog
-from pdp.writer import QuarantineReport, Writer
 
 log = logging.getLogger(__name__)
 
@@ -93,113 +92,14 @@ class Config:
     bundle_quiet_seconds: float = QUIET_SECONDS
 
 
-@dataclass(frozen=True, slots=True)
-class Rejected:
-    path: str
-    at: float
-    errors: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Status:
-    serving: bool
-    name: str
-    revision: str
-    path: str
-    loaded_at: float
-    tuple_revision: int
-    rejected: Rejected | None
-    quarantine: QuarantineReport
-
-
-class Sidecar:
-    """The engine plus what happens around it: bundle swaps and their audit events, health, status.
-    Every change of tuples or bundle goes through `writer` (pdp.writer), the one owner of writes.
-    The gRPC servicers and the HTTP side call this; it never calls them back."""
-
-    def __init__(
-        self,
-        engine: Engine,
-        hub: audit.AuditHub,
-        metrics: Metrics,
-        tuple_log: TupleLog | None,
-        set_serving: Callable[[bool], None] = lambda _: None,
-        *,
-        quarantine_orphans: bool = False,
-    ) -> None:
-        self.engine = engine
-        self.audit = hub
-        self.metrics = metrics
-        self.writer = Writer(engine, tuple_log, hub, quarantine_orphans=quarantine_orphans)
-        self._set_serving = set_serving
-        self._loaded_at = 0.0
-        self._rejected: Rejected | None = None
-
-    def apply_bundle(self, bundle: Bundle) -> None:
-        """Swap `bundle` in; raises (BundleError, or anything compiling raised) to refuse it."""
-        self.writer.apply_bundle(bundle)  # atomic swap: checks in flight finish on the old one
-        self._loaded_at = time.time()
-        self._rejected = None
-        self.metrics.bundle_loaded()
-        self._set_serving(True)
-        log.info("bundle %s revision %s loaded from %s", bundle.name, bundle.revision, bundle.path)
-        self.audit.event(
-            audit.BUNDLE_LOADED,
-            {"name": bundle.name, "revision": bundle.revision, "path": str(bundle.path)},
-        )
-
-    def reject_bundle(self, path: Path, exc: Exception) -> None:
-        if isinstance(exc, BundleError):
-            errors = tuple(d.format() for d in exc.diagnostics) or (str(exc),)
-        else:
-            errors = (f"{type(exc).__name__}: {exc}",)
-        self._rejected = Rejected(str(path), time.time(), errors)
-        self.metrics.bundle_rejected()
-        active = self.engine.bundle
-        self.audit.event(
-            audit.BUNDLE_REJECTED,
-            {
-                "path": str(path),
-                "errors": list(errors),
-                "serving_revision": active.revision if active else "",
-            },
-        )
-
-    def status(self) -> Status:
-        bundle = self.engine.bundle
-        return Status(
-            serving=bundle is not None,
-            name=bundle.name if bundle else "",
-            revision=bundle.revision if bundle else "",
-            path=str(bundle.path) if bundle else "",
-            loaded_at=self._loaded_at,
-            tuple_revision=self.engine.tuple_revision,
-            rejected=self._rejected,
-            quarantine=self.writer.quarantine,
-        )
-
-    def metrics_text(self) -> str:
-        st = self.status()
-        return self.metrics.render(
-            cache=self.engine.cache_stats(),
-            bundle_name=st.name,
-            bundle_revision=st.revision,
-            bundle_loaded_at=st.loaded_at,
-            tuple_revision=st.tuple_revision,
-            audit_dropped=self.audit.dropped,
-            audit_subscribers=self.audit.subscriber_count,
-            tuples_quarantined=st.quarantine.count,
-        )
-
-
-def http_routes(sidecar: Sidecar) -> list[BaseRoute]:
+def http_routes(service: Service) -> list[BaseRoute]:
     async def metrics(_: HttpRequest) -> Response:
         return PlainTextResponse(
-            sidecar.metrics_text(), media_type="text/plain; version=0.0.4; charset=utf-8"
+            service.metrics_text(), media_type="text/plain; version=0.0.4; charset=utf-8"
         )
 
     async def healthz(_: HttpRequest) -> Response:
-        ok = sidecar.engine.bundle is not None
+        ok = service.engine.bundle is not None
         return PlainTextResponse("ok\n" if ok else "no bundle\n", status_code=200 if ok else 503)
 
     return [Route("/metrics", metrics), Route("/healthz", healthz)]
@@ -386,7 +286,7 @@ class App:
         self.tuple_log = TupleLog(cfg.data_dir) if cfg.data_dir is not None else None
         self.health = health.HealthServicer(experimental_non_blocking=True)
         self._set_serving(False)
-        self.sidecar = Sidecar(
+        self.service = Service(
             self.engine,
             self.audit,
             self.metrics,
@@ -409,22 +309,17 @@ class App:
         self.reloader: Reloader[Bundle] = Reloader(
             cfg.bundle,
             load=load,
-            apply=self.sidecar.apply_bundle,
-            rejected=self.sidecar.reject_bundle,
+            apply=self.service.apply_bundle,
+            rejected=self.service.reject_bundle,
         )
         if cfg.subjects not in SUBJECT_MODES:
             raise ValueError(f"subjects: `{cfg.subjects}` is not one of {', '.join(SUBJECT_MODES)}")
         if cfg.subjects == TOKEN_ONLY and subject_from_token is None:
             raise ValueError("subjects: token-only needs token keys to verify subject tokens")
         self.authorizer = AuthorizerServicer(
-            self.engine,
-            self.audit,
-            self.metrics,
-            cfg.limits,
-            subject_from_token,
-            token_only=cfg.subjects == TOKEN_ONLY,
+            self.service, cfg.limits, subject_from_token, token_only=cfg.subjects == TOKEN_ONLY
         )
-        self.admin = AdminServicer(self.sidecar, cfg.limits)
+        self.admin = AdminServicer(self.service, cfg.limits)
         # the decode guard first: it wraps what the others return, so garbage is refused
         # before anything else runs (AdminAuth still sees every call's metadata)
         interceptors: list[grpc.ServerInterceptor] = [DecodeGuard()]
@@ -469,7 +364,7 @@ class App:
             raise CannotListen(cfg.listen, "the gRPC server could not bind it") from exc
         if self.grpc_port == 0 and tcp:
             raise CannotListen(cfg.listen, "the gRPC server could not bind it")
-        self.http_routes: list[BaseRoute] = [*http_routes(self.sidecar), *extra_routes]
+        self.http_routes: list[BaseRoute] = [*http_routes(self.service), *extra_routes]
         if self.tokens is not None:
             # /oauth/*, /.well-known/*; its lifespan does not run when mounted: see _maintain
             self.http_routes.append(Mount("", app=self.tokens.app()))

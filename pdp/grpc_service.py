@@ -12,11 +12,10 @@ import bisect
 import contextvars
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn
 
 import grpc
 from google.protobuf import struct_pb2, timestamp_pb2
@@ -24,16 +23,12 @@ from google.protobuf import struct_pb2, timestamp_pb2
 from pdp import audit
 from pdp._proto.pdp.v1 import pdp_pb2, pdp_pb2_grpc
 from pdp.client import tuple_message
-from pdp.engine import Engine
 from pdp.identifiers import id_problem, name_problem
-from pdp.metrics import Metrics
 from pdp.model import EMPTY, Decision, Effect, Entity, Reason, RelationTuple, Request, Value
+from pdp.service import Service
 from pdp.tenancy import OPERATOR, Caller, TenantDenied
 from pdp.tokens.errors import InvalidToken
 from pdp.tuple_schema import InvalidTuple
-
-if TYPE_CHECKING:
-    from pdp.app import Sidecar
 
 log = logging.getLogger(__name__)
 
@@ -299,19 +294,15 @@ class AuthorizerServicer(pdp_pb2_grpc.AuthorizerServicer):
 
     def __init__(
         self,
-        engine: Engine,
-        hub: audit.AuditHub,
-        metrics: Metrics,
+        service: Service,
         limits: Limits = Limits(),
         subject_from_token: SubjectFromToken | None = None,
         *,
         token_only: bool = False,
     ) -> None:
-        self._engine = engine
+        self._service = service
         # INVARIANT (token-only): no subject reaches the engine that a token did not prove
         self._token_only = token_only
-        self._hub = hub
-        self._metrics = metrics
         self._limits = limits
         self._subject_from_token = subject_from_token
         self._entities: dict[bytes, Entity] = {}
@@ -382,21 +373,6 @@ class AuthorizerServicer(pdp_pb2_grpc.AuthorizerServicer):
             self._context(msg.context, f"{path}context"),
         )
 
-    def _decide(
-        self,
-        msg: pdp_pb2.CheckRequest,
-        req: Request,
-        metadata: Callable[[], Any],
-        out: pdp_pb2.CheckResponse,
-    ) -> None:
-        t0 = time.perf_counter()
-        dec = self._engine.check(
-            req, explain=msg.explain, min_tuple_revision=msg.min_tuple_revision
-        )
-        decision_id = self._hub.decision(req, dec, metadata)
-        self._metrics.observe(dec, time.perf_counter() - t0)
-        _fill(out, dec, decision_id)
-
     def Check(
         self, request: pdp_pb2.CheckRequest, context: grpc.ServicerContext
     ) -> pdp_pb2.CheckResponse:
@@ -404,8 +380,14 @@ class AuthorizerServicer(pdp_pb2_grpc.AuthorizerServicer):
             req = self._request(request, "")
         except Exception as exc:
             _abort(context, exc)
+        dec, decision_id = self._service.check(
+            req,
+            explain=request.explain,
+            min_tuple_revision=request.min_tuple_revision,
+            metadata=context.invocation_metadata,
+        )
         out = pdp_pb2.CheckResponse()
-        self._decide(request, req, context.invocation_metadata, out)
+        _fill(out, dec, decision_id)
         return out
 
     def BatchCheck(
@@ -430,31 +412,29 @@ class AuthorizerServicer(pdp_pb2_grpc.AuthorizerServicer):
             _abort(context, exc)
         out = pdp_pb2.BatchCheckResponse()
         add_result = out.results.add
-        metadata = context.invocation_metadata
-        record = self._hub.decision
         fill = self._templates.fill
-        pinned = self._engine.pin()  # one bundle revision for the whole batch, even across a reload
-        decisions: list[Decision] = []
-        t0 = time.perf_counter()
-        for i, item in enumerate(items):
-            result = add_result()
-            cid = item.correlation_id
-            if cid:
-                result.correlation_id = cid
-            msg = item.request
-            try:
-                req = self._request(msg, "")
-            except Exception as exc:
-                code, message = to_status(exc)
-                if isinstance(exc, RequestInvalid):  # name the field from the batch's root
-                    message = f"items[{i}].request.{message}"
-                result.error.code = code.value[0]
-                result.error.message = message
-                continue
-            dec = pinned.check(req, explain=msg.explain, min_tuple_revision=msg.min_tuple_revision)
-            fill(result.response, dec, record(req, dec, metadata))
-            decisions.append(dec)
-        self._metrics.observe_batch(decisions, time.perf_counter() - t0)
+        # one bundle revision for the whole batch, even across a reload
+        with self._service.batch(context.invocation_metadata) as batch:
+            check = batch.check
+            for i, item in enumerate(items):
+                result = add_result()
+                cid = item.correlation_id
+                if cid:
+                    result.correlation_id = cid
+                msg = item.request
+                try:
+                    req = self._request(msg, "")
+                except Exception as exc:
+                    code, message = to_status(exc)
+                    if isinstance(exc, RequestInvalid):  # name the field from the batch's root
+                        message = f"items[{i}].request.{message}"
+                    result.error.code = code.value[0]
+                    result.error.message = message
+                    continue
+                dec, decision_id = check(
+                    req, explain=msg.explain, min_tuple_revision=msg.min_tuple_revision
+                )
+                fill(result.response, dec, decision_id)
         return out
 
     def Echo(
@@ -466,8 +446,8 @@ class AuthorizerServicer(pdp_pb2_grpc.AuthorizerServicer):
 class AdminServicer(pdp_pb2_grpc.AdminServicer):
     """Tuple administration, bundle status and the audit stream."""
 
-    def __init__(self, sidecar: Sidecar, limits: Limits = Limits()) -> None:
-        self._sidecar = sidecar
+    def __init__(self, service: Service, limits: Limits = Limits()) -> None:
+        self._service = service
         self._limits = limits
         self._stopping = threading.Event()
         self._streams: set[audit.Subscription] = set()
@@ -486,7 +466,7 @@ class AdminServicer(pdp_pb2_grpc.AdminServicer):
         try:
             writes = self._tuples(request.writes, "writes")
             deletes = self._tuples(request.deletes, "deletes")
-            revision = self._sidecar.writer.write(writes, deletes, ADMIN_CALLER.get())
+            revision = self._service.writer.write(writes, deletes, ADMIN_CALLER.get())
         except Exception as exc:
             _abort(context, exc)
         return pdp_pb2.WriteTuplesResponse(tuple_revision=revision)
@@ -496,7 +476,7 @@ class AdminServicer(pdp_pb2_grpc.AdminServicer):
     ) -> pdp_pb2.WriteTuplesResponse:
         try:
             deletes = self._tuples(request.tuples, "tuples")
-            revision = self._sidecar.writer.write([], deletes, ADMIN_CALLER.get())
+            revision = self._service.writer.write([], deletes, ADMIN_CALLER.get())
         except Exception as exc:
             _abort(context, exc)
         return pdp_pb2.WriteTuplesResponse(tuple_revision=revision)
@@ -511,7 +491,7 @@ class AdminServicer(pdp_pb2_grpc.AdminServicer):
                     "page_size", f"must be between 1 and {self._limits.max_page_size}"
                 )
             after = _page_after(request.page_token)
-            tuples, revision = self._sidecar.writer.read(
+            tuples, revision = self._service.writer.read(
                 ADMIN_CALLER.get(),
                 object_type=request.object_type or None,
                 object_id=request.object_id or None,
@@ -535,7 +515,7 @@ class AdminServicer(pdp_pb2_grpc.AdminServicer):
     def BundleStatus(
         self, request: pdp_pb2.BundleStatusRequest, context: grpc.ServicerContext
     ) -> pdp_pb2.BundleStatusResponse:
-        st = self._sidecar.status()
+        st = self._service.status()
         out = pdp_pb2.BundleStatusResponse(
             serving=st.serving,
             name=st.name,
@@ -564,7 +544,7 @@ class AdminServicer(pdp_pb2_grpc.AdminServicer):
     def SubscribeAudit(
         self, request: pdp_pb2.SubscribeAuditRequest, context: grpc.ServicerContext
     ) -> Iterator[pdp_pb2.AuditEvent]:
-        hub = self._sidecar.audit
+        hub = self._service.audit
         try:
             unknown = set(request.kinds) - audit.KINDS
             if unknown:

@@ -22,6 +22,7 @@ from pdp.grpc_service import AuthorizerServicer, RequestInvalid, Unauthenticated
 from pdp.metrics import Metrics
 from pdp.model import Decision, Entity, Request
 from pdp.reference import evaluate
+from pdp.service import Service
 from policy_lang.checker import check
 from policy_lang.diagnostics import PolicyError
 from policy_lang.formatter import format_source
@@ -123,7 +124,7 @@ def _serving() -> tuple[AuthorizerServicer, Engine]:
     if _servicer is None or _engine is None:
         _engine = Engine()
         _engine.load(load_bundle(SAAS))
-        _servicer = AuthorizerServicer(_engine, audit.AuditHub(), Metrics())
+        _servicer = AuthorizerServicer(Service(_engine, audit.AuditHub(), Metrics(), None))
     return _servicer, _engine
 
 

@@ -1,0 +1,177 @@
+"""The sidecar's use cases, free of any transport: check and check a batch (engine, audit, metrics),
+write and read tuples (through pdp.writer, their one owner), apply or reject a bundle, status.
+
+The gRPC servicers and the HTTP routes only convert messages and map errors; everything a decision
+or a change does happens here, so every transport gets the same audit, metrics and fail-closed rules.
+This module never imports a transport.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pdp import audit
+from pdp.bundle import Bundle, BundleError
+from pdp.engine import Engine
+from pdp.metrics import Metrics
+from pdp.model import Decision, Request
+from pdp.tuple_log import TupleLog
+from pdp.writer import QuarantineReport, Writer
+
+log = logging.getLogger(__name__)
+
+# Request metadata, fetched only when an audit subscriber will read it (gRPC's is a call).
+Metadata = Callable[[], Iterable[tuple[str, str | bytes]]] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    path: str
+    at: float
+    errors: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    serving: bool
+    name: str
+    revision: str
+    path: str
+    loaded_at: float
+    tuple_revision: int
+    rejected: Rejected | None
+    quarantine: QuarantineReport
+
+
+class Service:
+    """The engine plus what happens around every decision and every change."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        hub: audit.AuditHub,
+        metrics: Metrics,
+        tuple_log: TupleLog | None,
+        set_serving: Callable[[bool], None] = lambda _: None,
+        *,
+        quarantine_orphans: bool = False,
+    ) -> None:
+        self.engine = engine
+        self.audit = hub
+        self.metrics = metrics
+        self.writer = Writer(engine, tuple_log, hub, quarantine_orphans=quarantine_orphans)
+        self._set_serving = set_serving
+        self._loaded_at = 0.0
+        self._rejected: Rejected | None = None
+
+    # ---- decisions
+    def check(
+        self,
+        request: Request,
+        *,
+        explain: bool = False,
+        min_tuple_revision: int = 0,
+        metadata: Metadata = None,
+    ) -> tuple[Decision, str]:
+        """Decide, audit, count: the decision and its decision id. Never raises."""
+        t0 = time.perf_counter()
+        decision = self.engine.check(
+            request, explain=explain, min_tuple_revision=min_tuple_revision
+        )
+        decision_id = self.audit.decision(request, decision, metadata)
+        self.metrics.observe(decision, time.perf_counter() - t0)
+        return decision, decision_id
+
+    def batch(self, metadata: Metadata = None) -> Batch:
+        """A batch of checks, all on the snapshot current now (`with service.batch() as b`)."""
+        return Batch(self, metadata)
+
+    # ---- bundles
+    def apply_bundle(self, bundle: Bundle) -> None:
+        """Swap `bundle` in; raises (BundleError, or anything compiling raised) to refuse it."""
+        self.writer.apply_bundle(bundle)  # atomic swap: checks in flight finish on the old one
+        self._loaded_at = time.time()
+        self._rejected = None
+        self.metrics.bundle_loaded()
+        self._set_serving(True)
+        log.info("bundle %s revision %s loaded from %s", bundle.name, bundle.revision, bundle.path)
+        self.audit.event(
+            audit.BUNDLE_LOADED,
+            {"name": bundle.name, "revision": bundle.revision, "path": str(bundle.path)},
+        )
+
+    def reject_bundle(self, path: Path, exc: Exception) -> None:
+        if isinstance(exc, BundleError):
+            errors = tuple(d.format() for d in exc.diagnostics) or (str(exc),)
+        else:
+            errors = (f"{type(exc).__name__}: {exc}",)
+        self._rejected = Rejected(str(path), time.time(), errors)
+        self.metrics.bundle_rejected()
+        active = self.engine.bundle
+        self.audit.event(
+            audit.BUNDLE_REJECTED,
+            {
+                "path": str(path),
+                "errors": list(errors),
+                "serving_revision": active.revision if active else "",
+            },
+        )
+
+    # ---- status
+    def status(self) -> Status:
+        bundle = self.engine.bundle
+        return Status(
+            serving=bundle is not None,
+            name=bundle.name if bundle else "",
+            revision=bundle.revision if bundle else "",
+            path=str(bundle.path) if bundle else "",
+            loaded_at=self._loaded_at,
+            tuple_revision=self.engine.tuple_revision,
+            rejected=self._rejected,
+            quarantine=self.writer.quarantine,
+        )
+
+    def metrics_text(self) -> str:
+        st = self.status()
+        return self.metrics.render(
+            cache=self.engine.cache_stats(),
+            bundle_name=st.name,
+            bundle_revision=st.revision,
+            bundle_loaded_at=st.loaded_at,
+            tuple_revision=st.tuple_revision,
+            audit_dropped=self.audit.dropped,
+            audit_subscribers=self.audit.subscriber_count,
+            tuples_quarantined=st.quarantine.count,
+        )
+
+
+class Batch:
+    """Checks answered on one pinned snapshot, so a reload mid-batch never mixes revisions;
+    counted under one lock when the batch ends."""
+
+    def __init__(self, service: Service, metadata: Metadata) -> None:
+        self._pinned = service.engine.pin()
+        self._record = service.audit.decision
+        self._metrics = service.metrics
+        self._metadata = metadata
+        self._decisions: list[Decision] = []
+        self._t0 = time.perf_counter()
+
+    def check(
+        self, request: Request, *, explain: bool = False, min_tuple_revision: int = 0
+    ) -> tuple[Decision, str]:
+        decision = self._pinned.check(
+            request, explain=explain, min_tuple_revision=min_tuple_revision
+        )
+        self._decisions.append(decision)
+        return decision, self._record(request, decision, self._metadata)
+
+    def __enter__(self) -> Batch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._metrics.observe_batch(self._decisions, time.perf_counter() - self._t0)
