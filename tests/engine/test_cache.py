@@ -3,6 +3,7 @@ evaluation would not give (OpenFGA shipped CVEs from cache keys that missed an i
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -228,3 +229,23 @@ def test_bool_and_int_never_share_a_cache_entry() -> None:
     confused = e.check(Request(user(level=True), "read", DOC))
     assert confused.reason is Reason.EVALUATION_ERROR
     assert not confused.cached
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the key of `subject has role R` omits R's scope attributes (see CACHE_KEY_BUGS in "
+    "tests/conformance/cases.py): a fix in the compiler's key turns this into an XPASS",
+)
+def test_the_scope_a_has_role_condition_reads_is_in_the_key() -> None:
+    e = engine(
+        policy="""
+type user { attributes { tenant?: string, roles: set<string> } }
+type doc { attributes { tenant?: string } actions share }
+role viewer scoped by tenant {}
+bind roles from subject.roles
+permit share_with_viewers: share on doc when subject has role viewer
+"""
+    )
+    u = user("e", tenant="acme", roles=frozenset({"viewer"}))
+    assert e.check(Request(u, "share", Entity("doc", "1", {"tenant": "acme"}))).allowed
+    assert not e.check(Request(u, "share", Entity("doc", "1", {"tenant": "globex"}))).allowed
