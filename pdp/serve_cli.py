@@ -201,7 +201,8 @@ def run(args: argparse.Namespace) -> int:
     if s["bundle"] is None:
         print("pdp serve: --bundle (or PDP_BUNDLE) is required", file=sys.stderr)
         return 2
-    from pdp import app, audit, grpc_service  # deferred: `pdp --help` needs no gRPC
+    from pdp.sidecar import app, audit
+    from pdp.sidecar.grpc import wire  # deferred: `pdp --help` needs no gRPC
 
     cfg = app.Config(
         bundle=Path(s["bundle"]),
@@ -219,14 +220,14 @@ def run(args: argparse.Namespace) -> int:
             allow_sample_rate=s["audit_sample_allows"],
             mask=frozenset(m.strip() for m in s["audit_mask"].split(",") if m.strip()),
         ),
-        limits=dataclasses.replace(grpc_service.Limits(), max_batch=s["max_batch"]),
+        limits=dataclasses.replace(wire.Limits(), max_batch=s["max_batch"]),
         tokens=token_config(s),
         insecure_admin=s["insecure_admin"],
         subjects=s["subjects"],
         quarantine_orphans=s["quarantine_orphans"],
         bundle_verify_key=Path(s["bundle_verify_key"]) if s["bundle_verify_key"] else None,
     )
-    from pdp.data_dir import DataDirInUse
+    from pdp.sidecar.data_dir import DataDirInUse
     from pdp.tokens import KeyConfigError
 
     try:

@@ -258,8 +258,13 @@ def test_refused_edits_keep_the_last_good_bundle_and_watching_goes_on(
     _replace(toml, 'name = "saas"\nrevision = "2"\nsettings = "x"\n')
     assert wait_for(lambda: rejected_with("`settings` must be a table")).revision == good
     _replace(toml, 'name = "saas"\nrevision = "3"\n')
-    wait_for(lambda: _serving_revision(served, token)().startswith("3+"))
-    assert not served.status(token).HasField("last_rejected")
+    # the new revision and the cleared rejection are two reads of status: poll for both
+    wait_for(
+        lambda: (
+            (st := served.status(token)).revision.startswith("3+")
+            and not st.HasField("last_rejected")
+        )
+    )
 
 
 # -- manifests and signatures ------------------------------------------------------------------

@@ -14,15 +14,16 @@ from pathlib import Path
 
 from google.protobuf.message import DecodeError
 
-from pdp import audit
 from pdp._proto.pdp.v1 import pdp_pb2
 from pdp.bundle import BundleError, bundle_from_text, load_bundle
 from pdp.engine import Engine
-from pdp.grpc_service import AuthorizerServicer, RequestInvalid, Unauthenticated
-from pdp.metrics import Metrics
 from pdp.model import Decision, Entity, Request
 from pdp.reference import evaluate
-from pdp.service import Service
+from pdp.sidecar import audit
+from pdp.sidecar.grpc.servicers import AuthorizerServicer
+from pdp.sidecar.grpc.status import RequestInvalid, Unauthenticated
+from pdp.sidecar.metrics import Metrics
+from pdp.sidecar.service import Service
 from policy_lang.checker import check
 from policy_lang.diagnostics import PolicyError
 from policy_lang.formatter import format_source

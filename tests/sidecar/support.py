@@ -8,9 +8,9 @@ from collections.abc import Callable
 from typing import Any
 
 from pdp._proto.pdp.v1 import pdp_pb2
-from pdp.app import App
 from pdp.client import check_request, tuple_message
 from pdp.model import Entity, RelationTuple
+from pdp.sidecar.app import App
 
 ISSUER = "https://auth.sidecar.test"
 AUDIENCE = "pdp-sidecar-test"

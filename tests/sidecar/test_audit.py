@@ -9,10 +9,10 @@ from pathlib import Path
 import grpc
 import orjson
 
-from pdp import audit
 from pdp._proto.pdp.v1 import pdp_pb2, pdp_pb2_grpc
-from pdp.app import App
 from pdp.model import Decision, Effect, Entity, Reason, Request
+from pdp.sidecar import audit
+from pdp.sidecar.app import App
 
 from .support import MALLORY, bearer, mint, req, tuple_pb, wait_until
 

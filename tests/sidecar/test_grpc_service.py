@@ -10,8 +10,8 @@ import pytest
 from google.protobuf import struct_pb2
 
 from pdp._proto.pdp.v1 import pdp_pb2, pdp_pb2_grpc
-from pdp.app import App
-from pdp.grpc_service import Limits
+from pdp.sidecar.app import App
+from pdp.sidecar.grpc.wire import Limits
 
 from .support import ALICE, MALLORY, doc, req, tuple_pb
 

@@ -12,7 +12,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
-from pdp.app import App
+from pdp.sidecar.app import App
 
 
 def _health(target: str, service: str = "") -> int:

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import grpc
 
-from pdp import audit
 from pdp._proto.pdp.v1 import pdp_pb2, pdp_pb2_grpc
-from pdp.app import App
-from pdp.reloader import Reloader
+from pdp.sidecar import audit
+from pdp.sidecar.app import App
+from pdp.sidecar.reloader import Reloader
 
 from .support import Authed, mint, req, wait_until
 

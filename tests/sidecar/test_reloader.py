@@ -13,9 +13,9 @@ from typing import Any, ClassVar
 import pytest
 import watchfiles
 
-from pdp import reloader as reloader_module
-from pdp.reloader import Reloader
 from pdp.serve_cli import main as serve_main
+from pdp.sidecar import reloader as reloader_module
+from pdp.sidecar.reloader import Reloader
 
 from .support import wait_until
 

@@ -21,11 +21,11 @@ import orjson
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from pdp import audit
 from pdp._proto.pdp.v1 import pdp_pb2, pdp_pb2_grpc
-from pdp.app import App
 from pdp.client import entity
 from pdp.model import Entity
+from pdp.sidecar import audit
+from pdp.sidecar.app import App
 from pdp.tokens import KeyRing, TokenConfig
 from pdp.tokens.keys import VerificationKey, public_jwk
 from pdp.tokens.service import TOKEN_EXCHANGE

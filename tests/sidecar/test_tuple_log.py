@@ -12,9 +12,9 @@ from pathlib import Path
 import grpc
 
 from pdp._proto.pdp.v1 import pdp_pb2, pdp_pb2_grpc
-from pdp.app import App
 from pdp.model import RelationTuple
-from pdp.tuple_log import TupleLog
+from pdp.sidecar.app import App
+from pdp.sidecar.tuple_log import TupleLog
 
 from .support import MALLORY, Authed, doc, mint, req, tuple_pb
 

@@ -1,4 +1,4 @@
-"""pdp.writer, the one owner of writes, in process: what it refuses it never stores."""
+"""pdp.sidecar.writer, the one owner of writes, in process: what it refuses it never stores."""
 
 from __future__ import annotations
 
@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from pdp import audit
 from pdp.bundle import bundle_from_text
 from pdp.engine import Engine
 from pdp.model import RelationTuple
+from pdp.sidecar import audit
+from pdp.sidecar.tuple_log import TupleLog
+from pdp.sidecar.writer import Writer
 from pdp.tenancy import Caller, TenantDenied
-from pdp.tuple_log import TupleLog
 from pdp.tuple_schema import InvalidTuple
-from pdp.writer import Writer
 
 POLICY = """
 type user {}

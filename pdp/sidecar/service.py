@@ -1,5 +1,5 @@
 """The sidecar's use cases, free of any transport: check and check a batch (engine, audit, metrics),
-write and read tuples (through pdp.writer, their one owner), apply or reject a bundle, status.
+write and read tuples (through pdp.sidecar.writer, their one owner), apply or reject a bundle, status.
 
 The gRPC servicers and the HTTP routes only convert messages and map errors; everything a decision
 or a change does happens here, so every transport gets the same audit, metrics and fail-closed rules.
@@ -14,13 +14,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pdp import audit
 from pdp.bundle import Bundle, BundleError
 from pdp.engine import Engine
-from pdp.metrics import Metrics
 from pdp.model import Decision, Request
-from pdp.tuple_log import TupleLog
-from pdp.writer import QuarantineReport, Writer
+from pdp.sidecar import audit
+from pdp.sidecar.metrics import Metrics
+from pdp.sidecar.tuple_log import TupleLog
+from pdp.sidecar.writer import QuarantineReport, Writer
 
 log = logging.getLogger(__name__)
 

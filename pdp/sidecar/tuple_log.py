@@ -2,7 +2,7 @@
 
 Each write call is one transaction, committed before the engine sees it, so an acknowledged write
 survives a restart or a kill -9. The overlay keeps the latest state per tuple: present or deleted.
-Only pdp.writer calls this module: it validates before appending, so a refused write is never here.
+Only pdp.sidecar.writer calls this module: it validates before appending, so a refused write is never here.
 """
 
 from __future__ import annotations

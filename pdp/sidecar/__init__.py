@@ -1,0 +1,6 @@
+"""The sidecar process: the use cases (service, writer), their durable state (tuple_log, data_dir),
+audit, metrics, the bundle reloader, the gRPC edge (grpc/) and the composition root (app).
+
+The only package that touches gRPC, HTTP, SQLite and the file watcher. It may import the engine,
+the bundle loader, the model and the token package; nothing outside it imports it except the CLI.
+"""

@@ -1,0 +1,218 @@
+"""Protobuf messages to `pdp.model` values and back: every check on a field's shape and size, with
+INVALID_ARGUMENT naming the field, happens here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from google.protobuf import struct_pb2, timestamp_pb2
+
+from pdp._proto.pdp.v1 import pdp_pb2
+from pdp.identifiers import id_problem, name_problem
+from pdp.model import EMPTY, Decision, Effect, Entity, Reason, RelationTuple, Value
+from pdp.sidecar import audit
+from pdp.sidecar.grpc.status import RequestInvalid
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_batch: int = 1000
+    max_attributes: int = 64  # per attribute map
+    max_list_items: int = 256
+    max_string: int = 1024  # characters in a type, id, action or attribute string
+    max_tuples_per_write: int = 1000
+    max_page_size: int = 1000
+    max_message_bytes: int = 4 << 20  # enforced by gRPC itself: RESOURCE_EXHAUSTED
+
+
+DEFAULT_LIMITS = Limits()
+
+
+# ---- protobuf -> model ---------------------------------------------------------------------
+
+_MAX_EXACT_INT = 2**53  # beyond this a JSON/Struct number is no longer an exact integer
+
+
+def attrs(struct: struct_pb2.Struct, path: str, limits: Limits) -> Mapping[str, Value]:
+    fields = struct.fields
+    if not fields:
+        return EMPTY
+    if len(fields) > limits.max_attributes:
+        raise RequestInvalid(
+            path, f"{len(fields)} attributes exceed the limit of {limits.max_attributes}"
+        )
+    out: dict[str, Value] = {}
+    for key, v in fields.items():
+        out[key] = _value(v, f"{path}.{key}", limits)
+    return MappingProxyType(out)
+
+
+def _value(v: struct_pb2.Value, path: str, limits: Limits) -> Value:
+    kind = v.WhichOneof("kind")
+    if kind == "string_value":
+        if len(v.string_value) > limits.max_string:
+            raise RequestInvalid(path, f"longer than {limits.max_string} characters")
+        text: str = v.string_value
+        return text
+    if kind == "bool_value":
+        flag: bool = v.bool_value
+        return flag
+    if kind == "number_value":
+        return _int(v.number_value, path)
+    if kind == "list_value":
+        return _list(v.list_value, path, limits)
+    if kind == "struct_value":
+        raise RequestInvalid(path, "nested maps are not allowed; attributes are flat")
+    raise RequestInvalid(path, "null is not an attribute value")
+
+
+def _int(n: float, path: str) -> int:
+    if not n.is_integer():
+        raise RequestInvalid(path, f"{n} is a float; only whole numbers are allowed")
+    if abs(n) > _MAX_EXACT_INT:
+        raise RequestInvalid(path, "integer out of range (|n| <= 2**53)")
+    return int(n)
+
+
+def _list(lv: struct_pb2.ListValue, path: str, limits: Limits) -> Value:
+    items = lv.values
+    if len(items) > limits.max_list_items:
+        raise RequestInvalid(
+            path, f"{len(items)} items exceed the limit of {limits.max_list_items}"
+        )
+    kinds = {item.WhichOneof("kind") for item in items}
+    if not kinds:
+        return frozenset()
+    if kinds == {"string_value"}:
+        for i, item in enumerate(items):
+            if len(item.string_value) > limits.max_string:
+                raise RequestInvalid(f"{path}[{i}]", f"longer than {limits.max_string} characters")
+        return frozenset(item.string_value for item in items)
+    if kinds == {"number_value"}:
+        return frozenset(_int(item.number_value, f"{path}[{i}]") for i, item in enumerate(items))
+    if len(kinds) > 1:
+        raise RequestInvalid(path, "mixed list; a list holds only strings or only integers")
+    raise RequestInvalid(path, "a list holds only strings or only integers")
+
+
+def name(value: str, path: str, limits: Limits) -> str:
+    """A type, relation or action name (pdp.identifiers)."""
+    if len(value) > limits.max_string:
+        raise RequestInvalid(path, f"longer than {limits.max_string} characters")
+    problem = name_problem(value)
+    if problem is not None:
+        raise RequestInvalid(path, problem)
+    return value
+
+
+def _id(value: str, path: str, *, wildcard: bool = False) -> str:
+    """An object id (pdp.identifiers); `*` only where a subject wildcard is meant."""
+    problem = id_problem(value, wildcard=wildcard)
+    if problem is not None:
+        raise RequestInvalid(path, problem)
+    return value
+
+
+def entity(msg: pdp_pb2.Entity, path: str, limits: Limits) -> Entity:
+    return Entity(
+        name(msg.type, f"{path}.type", limits),
+        _id(msg.id, f"{path}.id"),
+        attrs(msg.attributes, f"{path}.attributes", limits),
+    )
+
+
+def relation_tuple(msg: pdp_pb2.RelationTuple, path: str, limits: Limits) -> RelationTuple:
+    subject_relation = msg.subject_relation
+    if subject_relation:
+        name(subject_relation, f"{path}.subject_relation", limits)
+    return RelationTuple(
+        name(msg.object_type, f"{path}.object_type", limits),
+        _id(msg.object_id, f"{path}.object_id"),
+        name(msg.relation, f"{path}.relation", limits),
+        name(msg.subject_type, f"{path}.subject_type", limits),
+        # `user:*` is every user; `group:*#member` means nothing and is refused
+        _id(msg.subject_id, f"{path}.subject_id", wildcard=not subject_relation),
+        subject_relation,
+    )
+
+
+# ---- model -> protobuf ---------------------------------------------------------------------
+
+_EFFECT = {Effect.ALLOW: pdp_pb2.EFFECT_ALLOW, Effect.DENY: pdp_pb2.EFFECT_DENY}
+EFFECT_BACK = {v: k for k, v in _EFFECT.items()}
+_REASON = {r: pdp_pb2.Reason.Value(f"REASON_{r.name}") for r in Reason}
+
+
+class ResponseTemplates:
+    """Decision -> its CheckResponse without the decision id, built once per decision object.
+
+    The engine hands out the same immutable Decision for the same outcome, so copying a finished
+    message (one C call) replaces a Python-level assignment per field on most calls."""
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self._limit = limit
+        self._by_id: dict[int, tuple[Decision, pdp_pb2.CheckResponse]] = {}
+
+    def fill(self, resp: pdp_pb2.CheckResponse, dec: Decision, decision_id: str) -> None:
+        item = self._by_id.get(id(dec))
+        if item is None or item[0] is not dec:  # the id of a collected decision can be reused
+            template = pdp_pb2.CheckResponse()
+            fill(template, dec, "")
+            if len(self._by_id) >= self._limit:
+                self._by_id = {}
+            item = self._by_id[id(dec)] = (dec, template)
+        resp.CopyFrom(item[1])
+        resp.decision_id = decision_id
+
+
+def fill(resp: pdp_pb2.CheckResponse, dec: Decision, decision_id: str) -> None:
+    """Write a decision into `resp` in place: a batch fills its results without copying them."""
+    resp.decision = _EFFECT[dec.effect]
+    resp.reason = _REASON[dec.reason]
+    resp.decision_id = decision_id
+    resp.bundle_revision = dec.bundle_revision
+    resp.tuple_revision = dec.tuple_revision
+    if dec.rule_ids:
+        resp.rule_ids.extend(dec.rule_ids)
+    if dec.not_found:
+        resp.not_found = True
+    if dec.cached:
+        resp.cached = True
+    if dec.errors:
+        resp.errors.extend(dec.errors)
+    if dec.trace is not None:
+        resp.trace.extend(
+            pdp_pb2.TraceStep(kind=s.kind, id=s.id, outcome=s.outcome, detail=s.detail)
+            for s in dec.trace
+        )
+
+
+def timestamp(unix: float) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromNanoseconds(int(unix * 1e9))
+    return ts
+
+
+def audit_event_pb(ev: audit.AuditEvent, mask: frozenset[str]) -> pdp_pb2.AuditEvent:
+    out = pdp_pb2.AuditEvent(
+        sequence=ev.sequence,
+        kind=ev.kind,
+        time=timestamp(ev.time),
+        decision_id=ev.decision_id,
+        missed=ev.missed,
+        json=audit.to_json(ev, mask).decode(),
+    )
+    if ev.request is not None and ev.decision is not None:
+        dec = ev.decision
+        out.decision = _EFFECT[dec.effect]
+        out.reason = _REASON[dec.reason]
+        out.subject = ev.subject
+        out.action = ev.request.action
+        out.resource = ev.resource
+        out.rule_ids.extend(dec.rule_ids)
+        out.bundle_revision = dec.bundle_revision
+        out.tuple_revision = dec.tuple_revision
+    return out
