@@ -102,7 +102,7 @@ def test_kill_9_mid_stream_loses_no_acknowledged_write(bundle_dir: Path, tmp_pat
                 acked.append(t)
     finally:
         proc.kill()
-        proc.wait()
+        proc.wait(10)
         proc.stdout.close()
     assert len(acked) >= 60
     proc, target = _spawn(bundle_dir, data)
