@@ -16,15 +16,17 @@ ConditionFn = Callable[[Entity, Entity, Mapping[str, Value]], bool]
 
 
 class ConditionEnv(Protocol):
-    """What a condition may ask of the engine beyond the request itself."""
+    """What a condition may ask beyond the request itself, bound once at compile time: the
+    compiler hands in the bundle's relation graph and its role evaluator, so a condition calls
+    down into them and never back up into the engine."""
 
     def relation(
         self, object_type: str, object_id: str, relation: str, subject: Entity
     ) -> bool: ...
 
-    def has_role(
-        self, role: str, subject: Entity, resource: Entity, context: Mapping[str, Value]
-    ) -> bool: ...
+    def role_test(self, role: str) -> ConditionFn:
+        """The function that answers `subject has role {role}` (asked once per role)."""
+        ...
 
 
 _ROOTS = {"subject": "S.attrs", "resource": "R.attrs", "context": "C"}
@@ -37,63 +39,81 @@ def compile_condition(expr: ast.Expr, env: ConditionEnv) -> ConditionFn:
 
 def compile_conditions(exprs: list[ast.Expr], env: ConditionEnv) -> list[ConditionFn]:
     """Compile many conditions as one generated module: one compile() call for a whole bundle."""
-    constants: list[Any] = []
-    lines = [
-        f"def c{i}(S, R, C):\n    return bool({_gen(e, constants)})" for i, e in enumerate(exprs)
-    ]
+    gen = _Generator(env)
+    lines = [f"def c{i}(S, R, C):\n    return bool({gen.expr(e)})" for i, e in enumerate(exprs)]
     # The callbacks are bound once here, so a condition calls them without an attribute lookup.
-    namespace: dict[str, Any] = {
-        "REL": env.relation,
-        "HAS_ROLE": env.has_role,
-        "K": tuple(constants),
-    }
+    namespace: dict[str, Any] = {"REL": env.relation, "K": tuple(gen.constants)}
     exec(compile("\n".join(lines), "<conditions>", "exec"), namespace)
     return [namespace[f"c{i}"] for i in range(len(exprs))]
 
 
-def _gen(expr: ast.Expr, k: list[Any]) -> str:
-    if isinstance(expr, ast.Literal):
-        k.append(expr.value)
-        return f"K[{len(k) - 1}]"
-    if isinstance(expr, ast.Path):
-        if expr.root != "context" and expr.name in ("id", "type"):
-            return f"{expr.root[0].upper()}.{expr.name}"
-        return f"{_ROOTS[expr.root]}[{expr.name!r}]"
-    if isinstance(expr, ast.Present):
-        p = expr.path
-        if p.root != "context" and p.name in ("id", "type"):
-            return "True"
-        return f"({p.name!r} in {_ROOTS[p.root]})"
-    if isinstance(expr, ast.And | ast.Or):
-        # A run `a or b or c` is one flat Python `or`: one level of parentheses and of recursion
-        # however long it is (policy_lang.limits counts it as one level for the same reason).
-        op = " and " if isinstance(expr, ast.And) else " or "
-        return "(" + op.join(_gen(e, k) for e in ast.operands(expr)) + ")"
-    if isinstance(expr, ast.Not):
-        return f"(not {_gen(expr.operand, k)})"
-    if isinstance(expr, ast.Compare):
-        assert expr.op in _OPS
-        return f"({_gen(expr.left, k)} {expr.op} {_gen(expr.right, k)})"
-    if isinstance(expr, ast.In):
-        return f"({_gen(expr.element, k)} in {_gen(expr.collection, k)})"
-    if isinstance(expr, ast.MethodCall):
-        return _gen_method(expr, k)
-    if isinstance(expr, ast.RelationCheck):
+class _Generator:
+    """Python source for conditions; literals and role tests go to the constants `K`."""
+
+    def __init__(self, env: ConditionEnv) -> None:
+        self.env = env
+        self.constants: list[Any] = []
+        self._role_tests: dict[str, int] = {}
+
+    def constant(self, value: Any) -> str:
+        self.constants.append(value)
+        return f"K[{len(self.constants) - 1}]"
+
+    def expr(self, expr: ast.Expr) -> str:
+        if isinstance(expr, ast.Literal):
+            return self.constant(expr.value)
+        if isinstance(expr, ast.Path):
+            if expr.root != "context" and expr.name in ("id", "type"):
+                return f"{expr.root[0].upper()}.{expr.name}"
+            return f"{_ROOTS[expr.root]}[{expr.name!r}]"
+        if isinstance(expr, ast.Present):
+            p = expr.path
+            if p.root != "context" and p.name in ("id", "type"):
+                return "True"
+            return f"({p.name!r} in {_ROOTS[p.root]})"
+        if isinstance(expr, ast.MethodCall):
+            return _gen_method(expr, self)
+        if isinstance(expr, ast.RelationCheck):
+            return self.relation(expr)
+        if isinstance(expr, ast.HasRole):
+            return self.has_role(expr.role)
+        return self.operator(expr)
+
+    def operator(self, expr: ast.Expr) -> str:
+        if isinstance(expr, ast.And | ast.Or):
+            # A run `a or b or c` is one flat Python `or`: one level of parentheses and of
+            # recursion however long it is (policy_lang.limits counts it as one level too).
+            op = " and " if isinstance(expr, ast.And) else " or "
+            return "(" + op.join(self.expr(e) for e in ast.operands(expr)) + ")"
+        if isinstance(expr, ast.Not):
+            return f"(not {self.expr(expr.operand)})"
+        if isinstance(expr, ast.Compare):
+            assert expr.op in _OPS
+            return f"({self.expr(expr.left)} {expr.op} {self.expr(expr.right)})"
+        if isinstance(expr, ast.In):
+            return f"({self.expr(expr.element)} in {self.expr(expr.collection)})"
+        raise AssertionError(f"unhandled expression {expr!r}")
+
+    def relation(self, expr: ast.RelationCheck) -> str:
         e = expr.entity
         if e.kind == "resource":
             return f"REL(R.type, R.id, {expr.relation!r}, S)"
         if e.kind == "subject":
             return f"REL(S.type, S.id, {expr.relation!r}, S)"
         assert e.id is not None
-        return f"REL({e.type!r}, {_gen(e.id, k)}, {expr.relation!r}, S)"
-    if isinstance(expr, ast.HasRole):
-        return f"HAS_ROLE({expr.role!r}, S, R, C)"
-    raise AssertionError(f"unhandled expression {expr!r}")
+        return f"REL({e.type!r}, {self.expr(e.id)}, {expr.relation!r}, S)"
+
+    def has_role(self, role: str) -> str:
+        ref = self._role_tests.get(role)
+        if ref is None:
+            self.constants.append(self.env.role_test(role))
+            ref = self._role_tests[role] = len(self.constants) - 1
+        return f"K[{ref}](S, R, C)"
 
 
-def _gen_method(expr: ast.MethodCall, k: list[Any]) -> str:
-    target = _gen(expr.target, k)
-    args = [_gen(a, k) for a in expr.args]
+def _gen_method(expr: ast.MethodCall, gen: _Generator) -> str:
+    target = gen.expr(expr.target)
+    args = [gen.expr(a) for a in expr.args]
     m = expr.method
     if m == "contains":
         return f"({args[0]} in {target})"

@@ -1,5 +1,9 @@
 """Generates one decide function per (resource type, action): the rule loop, the role check and the
-decision objects specialised to that entry, so a check runs straight-line code.
+decision objects specialised to that entry, so a check runs straight-line code. It also owns the
+one role evaluator of the compiled path (`_role_lines`): the code it generates is the role step
+of every decide function (inlined there) and the body of every `subject has role R` a condition
+asks (`role_test`), so who holds a role is decided by one piece of code, and conditions ask the
+bundle's own evaluator instead of calling back up into the engine.
 
 Semantics (the reference interpreter states them too, and the differential test holds both to
 them): forbids in order (not-found forbids first, then by name), the first satisfied or erroring
@@ -11,7 +15,7 @@ otherwise deny, with the errors met on the way if any.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pdp.conditions import ConditionFn
@@ -19,8 +23,29 @@ from pdp.model import Decision, Effect, Entity, Reason, Value
 from pdp.rebac import DepthLimitExceeded
 
 DecideFn = Callable[[Entity, Entity, Mapping[str, Value], int], Decision]
+# One error met while deciding: (rule id or binding label, message, was it a depth limit?)
+ErrorInfo = tuple[str, str, bool]
 
 _ALLOW, _DENY = Effect.ALLOW, Effect.DENY
+
+
+class RoleBindingError(Exception):
+    """A role binding erred and no wanted role was found held within its scope: the role question
+    has no answer. `errors` lists every binding that erred."""
+
+    def __init__(self, errors: list[ErrorInfo]) -> None:
+        super().__init__(errors[0][1])
+        self.errors = errors
+
+
+@dataclass(frozen=True, slots=True)
+class RoleSources:
+    """Where a bundle's roles come from, compiled: what the role evaluator reads."""
+
+    claims: tuple[tuple[str, str], ...]  # (root, name) of each `bind roles from`, in bundle order
+    # (roles, compiled condition, label) of each `bind ... when`, in bundle order
+    conditional: tuple[tuple[frozenset[str], ConditionFn, str], ...]
+    scopes: Mapping[str, tuple[str, ...]]  # role -> the attributes subject and resource must share
 
 
 class Outcome:
@@ -61,39 +86,40 @@ def in_scope(scopes: tuple[str, ...], S: Entity, R: Entity) -> bool:
     return True
 
 
+def add_error(
+    errors: list[ErrorInfo] | None, rule_id: str, message: str, depth: bool
+) -> list[ErrorInfo]:
+    errors = errors if errors is not None else []
+    errors.append((rule_id, message, depth))
+    return errors
+
+
 def build_decide(
     *,
     forbids: Sequence[tuple[str, ConditionFn | None, bool]],  # (id, condition, not_found)
     permits: Sequence[tuple[str, ConditionFn | None]],
     granting_roles: Sequence[str],
-    claim_sources: Sequence[tuple[str, str]],
-    conditional_bindings: Sequence[tuple[frozenset[str], ConditionFn, str]],
-    role_scopes: Mapping[str, tuple[str, ...]],
+    roles: RoleSources,
     revision: str,
     fail_open: bool,
 ) -> DecideFn:
     ns: dict[str, Any] = {
         "DepthLimitExceeded": DepthLimitExceeded,
         "describe": describe,
-        "GRANTING": frozenset(granting_roles),
+        "add_error": add_error,
         "ROLE": {
             r: Outcome(_ALLOW, Reason.PERMITTED, (f"role:{r}",), revision) for r in granting_roles
         },
         "NOT_PERMITTED": Outcome(_DENY, Reason.NOT_PERMITTED, (), revision),
+        "DEPTH": Reason.DEPTH_LIMIT,
+        "EVAL": Reason.EVALUATION_ERROR,
     }
 
     def forbid_error(o: Outcome, rev: int, reason: Reason, message: str) -> Decision:
         c = o.cur
         return Decision(_DENY, reason, c.rule_ids, revision, rev, c.not_found, errors=(message,))
 
-    def add_error(
-        errors: list[tuple[str, str, bool]] | None, rule_id: str, message: str, depth: bool
-    ) -> list[tuple[str, str, bool]]:
-        errors = errors if errors is not None else []
-        errors.append((rule_id, message, depth))
-        return errors
-
-    def finish(errors: list[tuple[str, str, bool]], rev: int) -> Decision:
+    def finish(errors: list[ErrorInfo], rev: int) -> Decision:
         ids = tuple(e[0] for e in errors)
         messages = tuple(e[1] for e in errors)
         depth = any(e[2] for e in errors)
@@ -104,28 +130,42 @@ def build_decide(
         reason = Reason.DEPTH_LIMIT if depth else Reason.EVALUATION_ERROR
         return Decision(_DENY, reason, ids, revision, rev, errors=messages)
 
-    def pick(candidates: Any, best: str | None, S: Entity, R: Entity) -> str | None:
-        for role in candidates:
-            if (best is None or role < best) and (
-                role not in role_scopes or in_scope(role_scopes[role], S, R)
-            ):
-                best = role
-        return best
-
-    ns.update(forbid_error=forbid_error, add_error=add_error, finish=finish, pick=pick)
-
-    def ret(outcome: str, indent: str) -> list[str]:
-        return [
-            f"{indent}d = {outcome}.cur",
-            f"{indent}return d if d.tuple_revision == rev else {outcome}.at(rev)",
+    ns.update(forbid_error=forbid_error, finish=finish)
+    body, decided = _forbids(ns, forbids, revision)
+    if not decided:
+        body.append("    errors = None")
+        permit_body, decided = _permits(ns, permits, revision)
+        body += permit_body
+    if not decided:
+        if granting_roles:
+            body += _role_step(ns, granting_roles, roles)
+        body += [
+            "    if errors is None:",
+            *_ret("NOT_PERMITTED", "        "),
+            "    return finish(errors, rev)",
         ]
+    source = "def decide(S, R, C, rev):\n" + "\n".join(body) + "\n"
+    exec(compile(source, "<decide>", "exec"), ns)
+    fn: DecideFn = ns["decide"]
+    return fn
 
+
+def _ret(outcome: str, indent: str) -> list[str]:
+    return [
+        f"{indent}d = {outcome}.cur",
+        f"{indent}return d if d.tuple_revision == rev else {outcome}.at(rev)",
+    ]
+
+
+def _forbids(
+    ns: dict[str, Any], forbids: Sequence[tuple[str, ConditionFn | None, bool]], revision: str
+) -> tuple[list[str], bool]:
+    """The forbid loop; True when an unconditional forbid ends it (nothing after can matter)."""
     body: list[str] = []
     for i, (rule_id, condition, not_found) in enumerate(forbids):
         ns[f"OF{i}"] = Outcome(_DENY, Reason.FORBIDDEN, (rule_id,), revision, not_found)
         if condition is None:
-            body += ret(f"OF{i}", "    ")
-            break  # nothing after an unconditional forbid can matter
+            return [*body, *_ret(f"OF{i}", "    ")], True
         ns[f"F{i}"] = condition
         body += [
             "    try:",
@@ -136,15 +176,20 @@ def build_decide(
             "    except Exception as exc:",
             f"        return forbid_error(OF{i}, rev, EVAL, describe({rule_id!r}, exc))",
             "    if hit:",
-            *ret(f"OF{i}", "        "),
+            *_ret(f"OF{i}", "        "),
         ]
-    ns["DEPTH"], ns["EVAL"] = Reason.DEPTH_LIMIT, Reason.EVALUATION_ERROR
-    body.append("    errors = None")
+    return body, False
+
+
+def _permits(
+    ns: dict[str, Any], permits: Sequence[tuple[str, ConditionFn | None]], revision: str
+) -> tuple[list[str], bool]:
+    """The permit loop; True when an unconditional permit ends it."""
+    body: list[str] = []
     for j, (rule_id, condition) in enumerate(permits):
         ns[f"OP{j}"] = Outcome(_ALLOW, Reason.PERMITTED, (rule_id,), revision)
         if condition is None:
-            body += ret(f"OP{j}", "    ")
-            break
+            return [*body, *_ret(f"OP{j}", "    ")], True
         ns[f"P{j}"] = condition
         body += [
             "    try:",
@@ -155,42 +200,85 @@ def build_decide(
             f"        errors = add_error(errors, {rule_id!r}, describe({rule_id!r}, exc), False)",
             "    else:",
             "        if hit:",
-            *ret(f"OP{j}", "            "),
+            *_ret(f"OP{j}", "            "),
         ]
-    else:
-        body += _roles(ns, granting_roles, claim_sources, conditional_bindings, role_scopes)
-        body += [
-            "    if errors is None:",
-            *ret("NOT_PERMITTED", "        "),
-            "    return finish(errors, rev)",
-        ]
-    source = "def decide(S, R, C, rev):\n" + "\n".join(body) + "\n"
-    exec(compile(source, "<decide>", "exec"), ns)
-    fn: DecideFn = ns["decide"]
+    return body, False
+
+
+def _role_step(ns: dict[str, Any], granting: Sequence[str], sources: RoleSources) -> list[str]:
+    """The role step of a decide function: the role evaluator's code inlined (the hot path of
+    RBAC, where a call would cost more than the step), its binding errors joining the permits'."""
+    # INVARIANT: a role binding that errors grants nothing; its error is reported only when no
+    # role grants (as a permit's).
+    return [
+        *_role_lines(ns, granting, sources, track_held=False),
+        "    if best is not None:",
+        "        o = ROLE[best]",
+        *_ret("o", "        "),
+    ]
+
+
+def role_test(wanted: Sequence[str], sources: RoleSources) -> ConditionFn:
+    """`subject has role R` (with `wanted` = R and every role extending it): does the subject hold
+    one within its scope? Raises RoleBindingError when a binding erred and no wanted role is held
+    at all, in scope or not: then the question has no answer and the condition errs."""
+    ns: dict[str, Any] = {"RoleBindingError": RoleBindingError}
+    lines = _role_lines(ns, wanted, sources, track_held=True)
+    body = ["    errors = None", "    held = False", *lines]
+    body += ["    if best is None and errors is not None and not held:"]
+    body += ["        raise RoleBindingError(errors)", "    return best is not None"]
+    source = "def has_role(S, R, C):\n" + "\n".join(body) + "\n"
+    exec(compile(source, "<has_role>", "exec"), ns)
+    fn: ConditionFn = ns["has_role"]
     return fn
 
 
-def _roles(
-    ns: dict[str, Any],
-    granting_roles: Sequence[str],
-    claim_sources: Sequence[tuple[str, str]],
-    conditional_bindings: Sequence[tuple[frozenset[str], ConditionFn, str]],
-    role_scopes: Mapping[str, tuple[str, ...]],
+def _role_lines(
+    ns: dict[str, Any], wanted: Sequence[str], sources: RoleSources, *, track_held: bool
 ) -> list[str]:
-    if not granting_roles:
-        return []
-    # Claims first (cheap); a conditional binding runs only if it could yield a role that sorts
-    # before the best found so far, which answers the same as evaluating every binding.
-    body = ["    best = None"]
+    """The one role evaluator, as code: leaves in `best` the first role of `wanted` in name order
+    that the subject holds within its scope (None if none), appends each erring binding to
+    `errors`, and with `track_held` sets `held` when any wanted role is held, in scope or not.
+    Claims first (cheap); a conditional binding runs only if it could yield a wanted role that
+    sorts before the best found so far, which answers the same as evaluating every binding."""
+    wanted_set = frozenset(wanted)
+    scopes = {r: sources.scopes[r] for r in sorted(wanted_set) if sources.scopes.get(r)}
+    bindings = [(roles & wanted_set, c, label) for roles, c, label in sources.conditional]
+
+    def pick(candidates: Any, best: str | None, S: Entity, R: Entity) -> str | None:
+        for role in candidates:
+            if (best is None or role < best) and (
+                role not in scopes or in_scope(scopes[role], S, R)
+            ):
+                best = role
+        return best
+
+    ns.update(
+        WANTED=wanted_set,
+        pick=pick,
+        add_error=add_error,
+        describe=describe,
+        DepthLimitExceeded=DepthLimitExceeded,
+    )
+    body = ["    best = None", *_claims(sources.claims, bool(scopes), track_held)]
+    for k, (roles, condition, label) in enumerate(b for b in bindings if b[0]):
+        ns[f"B{k}"], ns[f"BR{k}"] = condition, tuple(sorted(roles))
+        body += _conditional(k, label, track_held)
+    return body
+
+
+def _claims(claims: Sequence[tuple[str, str]], scoped: bool, track_held: bool) -> list[str]:
     source = {"subject": "S.attrs", "resource": "R.attrs", "context": "C"}
-    for root, name in claim_sources:
+    body: list[str] = []
+    for root, name in claims:
         body += [
             f"    v = {source[root]}.get({name!r})",
             "    if v:",
-            "        hits = GRANTING.intersection(v)",
+            "        hits = WANTED.intersection(v)",
             "        if hits:",
+            *(["            held = True"] if track_held else []),
         ]
-        if role_scopes:
+        if scoped:
             body.append("            best = pick(hits, best, S, R)")
         else:
             body += [
@@ -198,26 +286,22 @@ def _roles(
                 "            if best is None or m < best:",
                 "                best = m",
             ]
-    for k, (roles, condition, label) in enumerate(conditional_bindings):
-        ns[f"B{k}"], ns[f"BR{k}"] = condition, tuple(sorted(roles))
-        body += [
-            f"    candidates = [r for r in BR{k} if best is None or r < best]",
-            "    if candidates:",
-            "        try:",
-            f"            bound = B{k}(S, R, C)",
-            "        except DepthLimitExceeded:",
-            f"            errors = add_error(errors, {label!r}, 'role binding: relation depth limit', True)",
-            "            bound = False",
-            "        except Exception as exc:",
-            f"            errors = add_error(errors, {label!r}, describe('role binding', exc), False)",
-            "            bound = False",
-            "        if bound:",
-            "            best = pick(candidates, best, S, R)",
-        ]
-    body += [
-        "    if best is not None:",
-        "        o = ROLE[best]",
-        "        d = o.cur",
-        "        return d if d.tuple_revision == rev else o.at(rev)",
-    ]
     return body
+
+
+def _conditional(k: int, label: str, track_held: bool) -> list[str]:
+    return [
+        f"    candidates = [r for r in BR{k} if best is None or r < best]",
+        "    if candidates:",
+        "        try:",
+        f"            bound = B{k}(S, R, C)",
+        "        except DepthLimitExceeded:",
+        f"            errors = add_error(errors, {label!r}, 'role binding: relation depth limit', True)",
+        "            bound = False",
+        "        except Exception as exc:",
+        f"            errors = add_error(errors, {label!r}, describe('role binding', exc), False)",
+        "            bound = False",
+        "        if bound:",
+        *(["            held = True"] if track_held else []),
+        "            best = pick(candidates, best, S, R)",
+    ]

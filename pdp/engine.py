@@ -2,22 +2,22 @@
 
 `Engine.check` never raises: no bundle, a bad attribute, a depth limit or any exception in
 evaluation is a DENY whose reason says so. Deny overrides: a satisfied (or erroring) forbid denies;
-else a satisfied permit or role grant allows; else deny.
+else a satisfied permit or role grant allows; else deny. `Engine.pin()` gives a SnapshotView: the
+same checks, read-only, all on the snapshot current when it was pinned.
 """
 
 from __future__ import annotations
 
-import copy
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, NoReturn
 
 from pdp.bundle import Bundle
 from pdp.cache import DecisionCache
 from pdp.compiler import AttributeTypeError, Entry, Snapshot, compile_policy
-from pdp.decider import Outcome, describe, in_scope
-from pdp.model import Decision, Effect, Entity, Reason, RelationTuple, Request, Value
-from pdp.rebac import DepthLimitExceeded
+from pdp.decider import Outcome
+from pdp.model import Decision, Effect, Reason, RelationTuple, Request
 from pdp.tuple_schema import InvalidTuple, validate_tuple
 from pdp.tuples import TupleStore
 
@@ -52,7 +52,84 @@ class _Loaded:
         object.__setattr__(self, "not_permitted", Outcome(_DENY, _NOT_PERMITTED, (), self.revision))
 
 
-class Engine:
+class _Checks:
+    """The decision path, one copy shared by the engine and its pinned views: a method both
+    inherit, so neither pays a call to reach it."""
+
+    __slots__ = ()
+    _loaded: _Loaded | None
+    cache: DecisionCache
+
+    @property
+    def tuple_revision(self) -> int:
+        raise NotImplementedError
+
+    def pin(self) -> SnapshotView:
+        raise NotImplementedError
+
+    def check(
+        self, request: Request, *, explain: bool = False, min_tuple_revision: int = 0
+    ) -> Decision:
+        loaded = self._loaded
+        if loaded is None:
+            return Decision(_DENY, _NO_BUNDLE, (), "", self.tuple_revision)
+        rev = loaded.store.revision
+        try:
+            if min_tuple_revision > rev:
+                return loaded.stale.at(rev)
+            resource = request.resource
+            actions = loaded.snapshot.by_type.get(resource.type)
+            entry = actions.get(request.action) if actions is not None else None
+            if entry is None:
+                decision = loaded.not_permitted.at(rev)
+                if explain:
+                    from pdp.explain import explain as run_explain
+
+                    return run_explain(loaded.snapshot, loaded.store, request, decision)
+                return decision
+            if explain:
+                return _explain(loaded, entry, request, rev)
+            subject, context = request.subject, request.context
+            # The key validates every attribute the decision reads, so it runs cache or no cache.
+            key = entry.key(subject, resource, context, rev)
+            cache = self.cache
+            if cache.ttl > 0:
+                hit = cache.get(key)
+                if hit is not None:
+                    return hit
+                decision = entry.decide(subject, resource, context, rev)
+                # Never cache what came from an error: the next request must re-evaluate.
+                if not decision.errors and decision.reason is not _FAIL_OPEN:
+                    cache.put(key, decision)
+                return decision
+            return entry.decide(subject, resource, context, rev)
+        except AttributeTypeError as exc:
+            return Decision(_DENY, _EVALUATION_ERROR, (), loaded.revision, rev, errors=(str(exc),))
+        except Exception as exc:  # INVARIANT: the outermost guard turns any failure into a deny
+            return Decision(
+                _DENY,
+                _EVALUATION_ERROR,
+                (),
+                loaded.revision,
+                rev,
+                errors=(f"internal error: {type(exc).__name__}",),
+            )
+
+    def check_many(
+        self, requests: Iterable[Request], *, explain: bool = False, min_tuple_revision: int = 0
+    ) -> list[Decision]:
+        """Answer each request independently, all on one bundle snapshot even if a reload lands
+        meanwhile, so that a batch never mixes bundle revisions."""
+        pinned = self.pin()
+        return [
+            pinned.check(r, explain=explain, min_tuple_revision=min_tuple_revision)
+            for r in requests
+        ]
+
+
+class Engine(_Checks):
+    """The current snapshot and tuple store: loads bundles, takes tuple writes, answers checks."""
+
     def __init__(
         self,
         *,
@@ -94,11 +171,9 @@ class Engine:
         max_depth = self._max_depth_override or settings.max_depth or DEFAULT_MAX_DEPTH
         with self._write_lock:
             store = self.tuples.rebased(bundle.tuples)
-            env = _Env()
             snapshot = compile_policy(
-                bundle.policy, store, env, max_depth, bundle.revision, settings.fail_open
+                bundle.policy, store, max_depth, bundle.revision, settings.fail_open
             )
-            env.snapshot = snapshot
             if self._cache_ttl_override is None and settings.cache_ttl_seconds is not None:
                 self.cache.ttl = settings.cache_ttl_seconds
             self._loaded = _Loaded(
@@ -142,146 +217,54 @@ class Engine:
     def cache_stats(self) -> dict[str, int]:
         return self.cache.stats()
 
-    # ---- decisions
-    def check(
-        self, request: Request, *, explain: bool = False, min_tuple_revision: int = 0
-    ) -> Decision:
+    def pin(self) -> SnapshotView:
+        """A read-only view that answers every check on the snapshot current now (for batches),
+        even if a reload lands meanwhile. It shares the decision cache (keys name their
+        snapshot's entries, so nothing crosses) and can neither load nor write."""
+        return SnapshotView(self._loaded, self.cache, self.tuples)
+
+
+class SnapshotView(_Checks):
+    """A read-only view of one snapshot: checks only, every one on the snapshot (and its tuple
+    store) current when the engine was pinned. BatchCheck answers a whole batch on one."""
+
+    __slots__ = ("_loaded", "_store", "cache")
+    _store: TupleStore
+
+    def __init__(self, loaded: _Loaded | None, cache: DecisionCache, store: TupleStore) -> None:
+        object.__setattr__(self, "_loaded", loaded)
+        object.__setattr__(self, "cache", cache)
+        # Read only for the revision of a view pinned before any bundle; never written through.
+        object.__setattr__(self, "_store", loaded.store if loaded is not None else store)
+
+    def __setattr__(self, name: str, value: Any) -> NoReturn:
+        raise AttributeError(f"a SnapshotView is read-only (`{name}`)")
+
+    @property
+    def snapshot(self) -> Snapshot | None:
         loaded = self._loaded
-        if loaded is None:
-            return Decision(_DENY, _NO_BUNDLE, (), "", self.tuples.revision)
-        rev = loaded.store.revision
-        try:
-            if min_tuple_revision > rev:
-                return loaded.stale.at(rev)
-            resource = request.resource
-            actions = loaded.snapshot.by_type.get(resource.type)
-            entry = actions.get(request.action) if actions is not None else None
-            if entry is None:
-                decision = loaded.not_permitted.at(rev)
-                if explain:
-                    from pdp.explain import explain as run_explain
+        return loaded.snapshot if loaded else None
 
-                    return run_explain(loaded.snapshot, loaded.store, request, decision)
-                return decision
-            if explain:
-                return self._explain(loaded, entry, request, rev)
-            subject, context = request.subject, request.context
-            # The key validates every attribute the decision reads, so it runs cache or no cache.
-            key = entry.key(subject, resource, context, rev)
-            cache = self.cache
-            if cache.ttl > 0:
-                hit = cache.get(key)
-                if hit is not None:
-                    return hit
-                decision = entry.decide(subject, resource, context, rev)
-                # Never cache what came from an error: the next request must re-evaluate.
-                if not decision.errors and decision.reason is not _FAIL_OPEN:
-                    cache.put(key, decision)
-                return decision
-            return entry.decide(subject, resource, context, rev)
-        except AttributeTypeError as exc:
-            return Decision(_DENY, _EVALUATION_ERROR, (), loaded.revision, rev, errors=(str(exc),))
-        except Exception as exc:  # INVARIANT: the outermost guard turns any failure into a deny
-            return Decision(
-                _DENY,
-                _EVALUATION_ERROR,
-                (),
-                loaded.revision,
-                rev,
-                errors=(f"internal error: {type(exc).__name__}",),
-            )
+    @property
+    def bundle(self) -> Bundle | None:
+        loaded = self._loaded
+        return loaded.bundle if loaded else None
 
-    def check_many(
-        self, requests: Iterable[Request], *, explain: bool = False, min_tuple_revision: int = 0
-    ) -> list[Decision]:
-        """Answer each request independently, all on one bundle snapshot even if a reload lands
-        meanwhile, so that a batch never mixes bundle revisions."""
-        pinned = self.pin()
-        return [
-            pinned.check(r, explain=explain, min_tuple_revision=min_tuple_revision)
-            for r in requests
-        ]
+    @property
+    def tuple_revision(self) -> int:
+        return self._store.revision
 
-    def pin(self) -> Engine:
-        """A read-only view that answers every check on the snapshot current now (for batches).
-
-        It shares the tuple store and the cache; only the snapshot is held still. Never load()
-        a pinned view."""
-        return copy.copy(self)
-
-    def _explain(self, loaded: _Loaded, entry: Entry, request: Request, rev: int) -> Decision:
-        """Decide without the cache, then attach the reference interpreter's trace."""
-        from pdp.explain import explain
-
-        try:
-            entry.key(request.subject, request.resource, request.context, rev)
-            decision = entry.decide(request.subject, request.resource, request.context, rev)
-        except AttributeTypeError as exc:
-            decision = Decision(
-                _DENY, _EVALUATION_ERROR, (), loaded.revision, rev, errors=(str(exc),)
-            )
-        return explain(loaded.snapshot, loaded.store, request, decision)
+    def pin(self) -> SnapshotView:
+        return self
 
 
-class _Env:
-    """What compiled conditions ask the engine (relation checks go to the graph directly), bound
-    to one snapshot so that a check in flight during a reload finishes on the one it started on."""
+def _explain(loaded: _Loaded, entry: Entry, request: Request, rev: int) -> Decision:
+    """Decide without the cache, then attach the reference interpreter's trace."""
+    from pdp.explain import explain
 
-    __slots__ = ("snapshot",)
-
-    def __init__(self) -> None:
-        self.snapshot: Snapshot | None = None
-
-    def has_role(
-        self, role: str, subject: Entity, resource: Entity, context: Mapping[str, Value]
-    ) -> bool:
-        snap = self.snapshot
-        assert snap is not None
-        errors: list[tuple[str, str, bool]] = []
-        held = _held_roles(
-            snap, subject, resource, context, errors, snap.role_includes.get(role, ())
-        )
-        if errors and not held:
-            raise RuntimeError(errors[0][1])
-        return any(in_scope(snap.role_scopes[r], subject, resource) for r in held)
-
-
-def _held_roles(
-    snap: Snapshot,
-    S: Entity,
-    R: Entity,
-    C: Mapping[str, Value],
-    errors: list[tuple[str, str, bool]],
-    wanted: Iterable[str],
-) -> set[str]:
-    wanted_set = set(wanted)
-    held: set[str] = set()
-    for binding in snap.bindings:
-        if binding.source is not None:
-            root, name = binding.source
-            values = (S.attrs if root == "subject" else R.attrs if root == "resource" else C).get(
-                name
-            )
-            if values:
-                held.update(r for r in values if r in wanted_set)  # type: ignore[union-attr]
-        elif binding.roles & wanted_set and binding.condition is not None:
-            try:
-                if binding.condition(S, R, C):
-                    held.update(binding.roles & wanted_set)
-            except DepthLimitExceeded:
-                errors.append(
-                    (
-                        "bind:" + ",".join(sorted(binding.roles)),
-                        "role binding: relation depth limit",
-                        True,
-                    )
-                )
-            except Exception as exc:
-                errors.append(
-                    (
-                        "bind:" + ",".join(sorted(binding.roles)),
-                        describe("role binding", exc),
-                        False,
-                    )
-                )
-    return held
+    try:
+        entry.key(request.subject, request.resource, request.context, rev)
+        decision = entry.decide(request.subject, request.resource, request.context, rev)
+    except AttributeTypeError as exc:
+        decision = Decision(_DENY, _EVALUATION_ERROR, (), loaded.revision, rev, errors=(str(exc),))
+    return explain(loaded.snapshot, loaded.store, request, decision)

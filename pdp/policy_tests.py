@@ -149,38 +149,44 @@ def _cases(file: str, doc: Mapping[str, Any]) -> Any:
         ref: to_attrs(attrs, f"{file}: entities.{ref}") for ref, attrs in raw_entities.items()
     }
     for i, case in enumerate(doc.get("test", [])):
-        where = f"{file}: test[{i}]"
-        for key in ("name", "subject", "action", "resource", "expect"):
-            if key not in case:
-                raise TestFileError(f"{where}: missing `{key}`")
-        expect = str(case["expect"]).lower()
-        if expect not in ("allow", "deny"):
-            raise TestFileError(f'{where}: `expect` must be "allow" or "deny"')
-        request = Request(
-            parse_entity(case["subject"], entities, where),
-            str(case["action"]),
-            parse_entity(case["resource"], entities, where),
-            to_attrs(case.get("context", {}), f"{where}.context"),
-        )
-        yield str(case["name"]), request, expect, case
+        yield _test_case(case, entities, f"{file}: test[{i}]")
     for i, matrix in enumerate(doc.get("matrix", [])):
-        where = f"{file}: matrix[{i}]"
-        for key in ("name", "subjects", "actions", "resources"):
-            if key not in matrix:
-                raise TestFileError(f"{where}: missing `{key}`")
-        allowed = {tuple(str(x).split()) for x in matrix.get("allow", [])}
-        for triple in allowed:
-            if len(triple) != 3:
-                raise TestFileError(f'{where}: `allow` entries are "subject action resource"')
-        context = to_attrs(matrix.get("context", {}), f"{where}.context")
-        for s in matrix["subjects"]:
-            for a in matrix["actions"]:
-                for r in matrix["resources"]:
-                    request = Request(
-                        parse_entity(s, entities, where),
-                        a,
-                        parse_entity(r, entities, where),
-                        context,
-                    )
-                    expect = "allow" if (s, a, r) in allowed else "deny"
-                    yield f"{matrix['name']}: {s} {a} {r}", request, expect, {}
+        yield from _matrix_cases(matrix, entities, f"{file}: matrix[{i}]")
+
+
+def _test_case(case: Mapping[str, Any], entities: Mapping[str, Any], where: str) -> Any:
+    for key in ("name", "subject", "action", "resource", "expect"):
+        if key not in case:
+            raise TestFileError(f"{where}: missing `{key}`")
+    expect = str(case["expect"]).lower()
+    if expect not in ("allow", "deny"):
+        raise TestFileError(f'{where}: `expect` must be "allow" or "deny"')
+    request = Request(
+        parse_entity(case["subject"], entities, where),
+        str(case["action"]),
+        parse_entity(case["resource"], entities, where),
+        to_attrs(case.get("context", {}), f"{where}.context"),
+    )
+    return str(case["name"]), request, expect, case
+
+
+def _matrix_cases(matrix: Mapping[str, Any], entities: Mapping[str, Any], where: str) -> Any:
+    for key in ("name", "subjects", "actions", "resources"):
+        if key not in matrix:
+            raise TestFileError(f"{where}: missing `{key}`")
+    allowed = {tuple(str(x).split()) for x in matrix.get("allow", [])}
+    for triple in allowed:
+        if len(triple) != 3:
+            raise TestFileError(f'{where}: `allow` entries are "subject action resource"')
+    context = to_attrs(matrix.get("context", {}), f"{where}.context")
+    for s in matrix["subjects"]:
+        for a in matrix["actions"]:
+            for r in matrix["resources"]:
+                request = Request(
+                    parse_entity(s, entities, where),
+                    a,
+                    parse_entity(r, entities, where),
+                    context,
+                )
+                expect = "allow" if (s, a, r) in allowed else "deny"
+                yield f"{matrix['name']}: {s} {a} {r}", request, expect, {}

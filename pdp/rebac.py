@@ -7,7 +7,7 @@ an object-relation already on the current path is not entered again.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Container
 
 from pdp.model import Entity
 from pdp.tuples import TupleStore
@@ -67,11 +67,8 @@ class RelationGraph:
     # ---- compilation
     def _direct(self, type_name: str, rel: ast.RelationDecl) -> RelationFn:
         subjects_index = self._store.subjects
-        usersets_index = self._store.usersets
         wildcards = tuple((f"{r.type}:*", f"{r.type}:") for r in rel.subjects if r.wildcard)
         allowed = {(r.type, r.relation) for r in rel.subjects if r.relation}
-        max_depth = self.max_depth
-        functions = self.functions
         prefix = f"{type_name}:"
         suffix = f"#{rel.name}"
 
@@ -82,7 +79,20 @@ class RelationGraph:
                 return found is not None and subject in found
 
             return plain
+        return self._direct_walk(prefix, suffix, wildcards, allowed)
 
+    def _direct_walk(
+        self,
+        prefix: str,
+        suffix: str,
+        wildcards: tuple[tuple[str, str], ...],
+        allowed: set[tuple[str, str]],
+    ) -> RelationFn:
+        """A relation that admits wildcards or usersets: the stored subjects, then each userset."""
+        subjects_index = self._store.subjects
+        usersets_index = self._store.usersets
+        max_depth = self.max_depth
+        functions = self.functions
         # Filled by link() once every function exists: (subject type, relation) -> function.
         targets_of: dict[tuple[str, str], RelationFn] = {}
         self._links.append(
@@ -96,10 +106,8 @@ class RelationGraph:
                 return False
             if subject in found:
                 return True
-            if wildcards:
-                for wildcard, type_prefix in wildcards:
-                    if wildcard in found and subject.startswith(type_prefix):
-                        return True
+            if wildcards and _wildcard_holds(found, subject, wildcards):
+                return True
             usersets = usersets_index.get(key) if targets_of else None
             if not usersets or key in path:  # on the current path already: a cycle adds nothing
                 return False
@@ -137,48 +145,8 @@ class RelationGraph:
         # nest of binary ones: one Python frame per level however long the run.
         branches = tuple(self._rewrite(type_name, e) for e in ast.userset_operands(expr))
         if isinstance(expr, ast.Union):
-
-            def union(oid: str, subject: str, depth: int, path: set[str]) -> bool:
-                limited = None
-                for branch in branches:
-                    try:
-                        if branch(oid, subject, depth, path):
-                            return True
-                    except DepthLimitExceeded as exc:
-                        limited = exc
-                if limited is not None:
-                    raise limited
-                return False
-
-            return union
-        if len(branches) == 2:  # the common case, without a loop
-            left, right = branches
-            if isinstance(expr, ast.Intersection):
-
-                def intersection(oid: str, subject: str, depth: int, path: set[str]) -> bool:
-                    return left(oid, subject, depth, path) and right(oid, subject, depth, path)
-
-                return intersection
-
-            def exclusion(oid: str, subject: str, depth: int, path: set[str]) -> bool:
-                return left(oid, subject, depth, path) and not right(oid, subject, depth, path)
-
-            return exclusion
-        first, rest = branches[0], branches[1:]
-        if isinstance(expr, ast.Intersection):
-
-            def intersection_run(oid: str, subject: str, depth: int, path: set[str]) -> bool:
-                return all(branch(oid, subject, depth, path) for branch in branches)
-
-            return intersection_run
-
-        def exclusion_run(oid: str, subject: str, depth: int, path: set[str]) -> bool:
-            # ((a - b) - c): a, then not b, then not c, stopping at the first that decides.
-            return first(oid, subject, depth, path) and not any(
-                branch(oid, subject, depth, path) for branch in rest
-            )
-
-        return exclusion_run
+            return _union(branches)
+        return _all_of(branches) if isinstance(expr, ast.Intersection) else _but_not(branches)
 
     def _tuple_to_userset(self, type_name: str, expr: ast.TupleToUserset) -> RelationFn:
         subjects_index = self._store.subjects
@@ -227,6 +195,66 @@ class RelationGraph:
             return False
 
         return tuple_to_userset
+
+
+def _wildcard_holds(
+    found: Container[str], subject: str, wildcards: tuple[tuple[str, str], ...]
+) -> bool:
+    """Does a stored `type:*` admit `subject` ("type:id")?"""
+    for wildcard, type_prefix in wildcards:
+        if wildcard in found and subject.startswith(type_prefix):
+            return True
+    return False
+
+
+def _union(branches: tuple[RelationFn, ...]) -> RelationFn:
+    def union(oid: str, subject: str, depth: int, path: set[str]) -> bool:
+        limited = None
+        for branch in branches:
+            try:
+                if branch(oid, subject, depth, path):
+                    return True
+            except DepthLimitExceeded as exc:
+                limited = exc
+        if limited is not None:
+            raise limited
+        return False
+
+    return union
+
+
+def _all_of(branches: tuple[RelationFn, ...]) -> RelationFn:
+    if len(branches) == 2:  # the common case, without a loop
+        left, right = branches
+
+        def intersection(oid: str, subject: str, depth: int, path: set[str]) -> bool:
+            return left(oid, subject, depth, path) and right(oid, subject, depth, path)
+
+        return intersection
+
+    def intersection_run(oid: str, subject: str, depth: int, path: set[str]) -> bool:
+        return all(branch(oid, subject, depth, path) for branch in branches)
+
+    return intersection_run
+
+
+def _but_not(branches: tuple[RelationFn, ...]) -> RelationFn:
+    first, rest = branches[0], branches[1:]
+    if len(branches) == 2:  # the common case, without a loop
+        left, right = branches
+
+        def exclusion(oid: str, subject: str, depth: int, path: set[str]) -> bool:
+            return left(oid, subject, depth, path) and not right(oid, subject, depth, path)
+
+        return exclusion
+
+    def exclusion_run(oid: str, subject: str, depth: int, path: set[str]) -> bool:
+        # ((a - b) - c): a, then not b, then not c, stopping at the first that decides.
+        return first(oid, subject, depth, path) and not any(
+            branch(oid, subject, depth, path) for branch in rest
+        )
+
+    return exclusion_run
 
 
 def _walk(fn: RelationFn, object_id: str, subject: str) -> bool:

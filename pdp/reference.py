@@ -1,24 +1,33 @@
 """A deliberately simple interpreter that walks the AST for every request.
 
-It is the specification the compiled engine is tested against (tests/test_differential.py), and it
-powers explain mode, where recording each step matters more than speed. Checks never use it.
+It is the specification the compiled engine is tested against (tests/engine/test_differential.py),
+and it powers explain mode, where recording each step matters more than speed. Checks never use it.
+
+What it shares with the compiled path, and why that is safe: only the checked policy's static
+facts (`CheckedPolicy.role_includes`, `role_scopes`, `granting_roles`, `attributes` and
+`PYTHON_TYPES`) and `read_paths`, the list of attributes an expression mentions. They are pure
+functions of the policy text, computed once by the checker, independent of any request or tuple,
+and tested on their own (tests/language/test_facts.py) and end to end by the conformance corpus.
+Everything that depends on a request it duplicates on purpose, so that a bug there cannot hide
+by being the same in both: which rules apply, their order, condition evaluation, who holds a role
+(bindings), scopes, the relation walk with its depth limit and cycle cut, and error handling.
+It imports nothing of the compiled engine: no generated code, no relation graph, no role evaluator.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from pdp.conditions import read_paths
 from pdp.model import Effect, Entity, Reason, RelationTuple, Request, TraceStep, Value
 from policy_lang import ast
-from policy_lang.checker import CheckedPolicy
+from policy_lang.checker import PYTHON_TYPES, CheckedPolicy
 from policy_lang.formatter import expr
 
 # (object type, object id, relation) -> the subjects stored there, as (type, id, relation)
 Lookup = Callable[[str, str, str], Iterable[tuple[str, str, str]]]
-
-_PY = {"string": str, "int": int, "bool": bool, "set<string>": frozenset, "set<int>": frozenset}
 
 
 class _Depth(Exception):
@@ -78,13 +87,34 @@ class _Interpreter:
             self.step(
                 "note", "target", "no_rules", f"no rule or role covers `{action}` on `{rtype}`"
             )
-            return Outcome(Effect.DENY, Reason.NOT_PERMITTED, (), trace=self.trace)
+            return self.outcome(Effect.DENY, Reason.NOT_PERMITTED)
         rules = [r for r in p.rules if _targets(r.actions, r.types, action, rtype)]
-        granting = self._granting_roles(rtype, action)
+        granting = p.granting_roles.get((rtype, action), ())
         bad = self._type_errors(rules, granting)
         if bad:
             self.step("error", "request", "error", bad)
-            return Outcome(Effect.DENY, Reason.EVALUATION_ERROR, (), trace=self.trace)
+            return self.outcome(Effect.DENY, Reason.EVALUATION_ERROR)
+        forbidden = self._forbids(rules)
+        if forbidden is not None:
+            return forbidden
+        errors: list[tuple[str, bool]] = []
+        permitted = self._permits(rules, errors) or self._roles(granting, errors)
+        if permitted is not None:
+            return permitted
+        if errors:
+            depth = any(d for _, d in errors)
+            reason = Reason.DEPTH_LIMIT if depth else Reason.EVALUATION_ERROR
+            return self.outcome(Effect.DENY, reason, tuple(n for n, _ in errors))
+        self.step("note", "default", "deny", "nothing permits: deny by default")
+        return self.outcome(Effect.DENY, Reason.NOT_PERMITTED)
+
+    def outcome(
+        self, effect: Effect, reason: Reason, rule_ids: tuple[str, ...] = (), nf: bool = False
+    ) -> Outcome:
+        return Outcome(effect, reason, rule_ids, nf, self.trace)
+
+    def _forbids(self, rules: list[ast.RuleDecl]) -> Outcome | None:
+        """Forbids, not-found ones first, then by name: the first matching or erroring denies."""
         forbids = sorted(
             (r for r in rules if r.effect == "forbid"), key=lambda r: (not r.not_found, r.name)
         )
@@ -94,13 +124,14 @@ class _Interpreter:
             except (_Depth, _Error) as exc:
                 self.step("forbid", rule.name, "error", f"{exc}; an erroring forbid denies")
                 reason = Reason.DEPTH_LIMIT if isinstance(exc, _Depth) else Reason.EVALUATION_ERROR
-                return Outcome(Effect.DENY, reason, (rule.name,), rule.not_found, self.trace)
+                return self.outcome(Effect.DENY, reason, (rule.name,), rule.not_found)
             self.step("forbid", rule.name, "matched" if matched else "not_matched", _where(rule))
             if matched:
-                return Outcome(
-                    Effect.DENY, Reason.FORBIDDEN, (rule.name,), rule.not_found, self.trace
-                )
-        errors: list[tuple[str, bool]] = []
+                return self.outcome(Effect.DENY, Reason.FORBIDDEN, (rule.name,), rule.not_found)
+        return None
+
+    def _permits(self, rules: list[ast.RuleDecl], errors: list[tuple[str, bool]]) -> Outcome | None:
+        """Permits by name: the first matching allows; an erroring one is noted and skipped."""
         for rule in (r for r in rules if r.effect == "permit"):
             try:
                 matched = rule.condition is None or self.cond(rule.condition)
@@ -110,57 +141,38 @@ class _Interpreter:
                 continue
             self.step("permit", rule.name, "matched" if matched else "not_matched", _where(rule))
             if matched:
-                return Outcome(Effect.ALLOW, Reason.PERMITTED, (rule.name,), trace=self.trace)
-        if granting:
-            held = self.held_roles(set(granting), errors)
-            for role in granting:
-                scopes = self._scopes(role)
-                if role in held and all(
-                    self.req.subject.attrs.get(s) is not None
-                    and self.req.subject.attrs.get(s) == self.req.resource.attrs.get(s)
-                    for s in scopes
-                ):
-                    self.step("role", role, "granted", f"grants `{action}` on `{rtype}`")
-                    return Outcome(
-                        Effect.ALLOW, Reason.PERMITTED, (f"role:{role}",), trace=self.trace
-                    )
+                return self.outcome(Effect.ALLOW, Reason.PERMITTED, (rule.name,))
+        return None
+
+    def _roles(self, granting: tuple[str, ...], errors: list[tuple[str, bool]]) -> Outcome | None:
+        """The first granting role in name order that the subject holds within its scope."""
+        if not granting:
+            return None
+        held = self.held_roles(set(granting), errors)
+        for role in granting:
+            scopes = self.p.role_scopes[role]
+            if role in held and self.in_scope(role):
                 self.step(
                     "role",
                     role,
-                    "not_held" if role not in held else "out_of_scope",
-                    ", ".join(scopes),
+                    "granted",
+                    f"grants `{self.req.action}` on `{self.req.resource.type}`",
                 )
-        if errors:
-            depth = any(d for _, d in errors)
-            reason = Reason.DEPTH_LIMIT if depth else Reason.EVALUATION_ERROR
-            return Outcome(Effect.DENY, reason, tuple(n for n, _ in errors), trace=self.trace)
-        self.step("note", "default", "deny", "nothing permits: deny by default")
-        return Outcome(Effect.DENY, Reason.NOT_PERMITTED, (), trace=self.trace)
+                return self.outcome(Effect.ALLOW, Reason.PERMITTED, (f"role:{role}",))
+            self.step(
+                "role",
+                role,
+                "not_held" if role not in held else "out_of_scope",
+                ", ".join(scopes),
+            )
+        return None
 
     # ---- roles
-    def _ancestors(self, role: str) -> set[str]:
-        out, stack = set(), [role]
-        while stack:
-            r = stack.pop()
-            if r not in out and r in self.p.roles:
-                out.add(r)
-                stack.extend(self.p.roles[r].parents)
-        return out
-
-    def _granting_roles(self, rtype: str, action: str) -> list[str]:
-        return sorted(
-            name
-            for name in self.p.roles
-            if any(
-                _targets(g.actions, g.types, action, rtype)
-                for a in self._ancestors(name)
-                for g in self.p.roles[a].grants
-            )
-        )
-
-    def _scopes(self, role: str) -> list[str]:
-        return sorted(
-            {self.p.roles[a].scope for a in self._ancestors(role) if self.p.roles[a].scope}
+    def in_scope(self, role: str) -> bool:
+        subject, resource = self.req.subject.attrs, self.req.resource.attrs
+        return all(
+            subject.get(s) is not None and subject.get(s) == resource.get(s)
+            for s in self.p.role_scopes[role]
         )
 
     def held_roles(self, wanted: set[str], errors: list[tuple[str, bool]]) -> set[str]:
@@ -186,7 +198,7 @@ class _Interpreter:
             return self.req.resource.attrs
         return self.req.context
 
-    def _type_errors(self, rules: list[ast.RuleDecl], granting: list[str]) -> str:
+    def _type_errors(self, rules: list[ast.RuleDecl], granting: tuple[str, ...]) -> str:
         paths: list[ast.Path] = []
         for r in rules:
             if r.condition is not None:
@@ -194,25 +206,18 @@ class _Interpreter:
         for b in self.p.bindings:
             paths.extend([b.source] if isinstance(b, ast.BindFrom) else read_paths(b.condition))
         for role in granting:
-            for s in self._scopes(role):
+            for s in self.p.role_scopes[role]:
                 paths += [ast.Path("subject", s), ast.Path("resource", s)]
         for path in paths:
             if path.root != "context" and path.name in ("id", "type"):
                 continue
             value = self._attrs(path.root).get(path.name)
-            declared = self.p.attribute_type(
-                path.root, path.name, [self.req.resource.type] if path.root == "resource" else None
-            )
-            if declared is None and path.root == "subject":
-                declared = next(
-                    (
-                        t.attributes[path.name].type
-                        for t in self.p.types.values()
-                        if path.name in t.attributes
-                    ),
-                    None,
-                )
-            if value is not None and declared is not None and type(value) is not _PY[declared]:
+            declared = self.p.attributes.declared(path.root, path.name, self.req.resource.type)
+            if (
+                value is not None
+                and declared is not None
+                and type(value) is not PYTHON_TYPES[declared]
+            ):
                 return f"`{path}` must be {declared}"
         return ""
 
@@ -231,22 +236,7 @@ class _Interpreter:
             return attrs[e.name]
         if isinstance(e, ast.MethodCall):
             target = self.value(e.target)
-            args = [self.value(a) for a in e.args]
-            m = e.method
-            if m == "contains":
-                return args[0] in target  # type: ignore[operator]
-            if m == "contains_any":
-                return bool(set(target) & set(args[0]))  # type: ignore[call-overload]
-            if m == "contains_all":
-                return set(args[0]) <= set(target)  # type: ignore[call-overload]
-            if m == "size":
-                return len(target)  # type: ignore[arg-type]
-            if m == "starts_with":
-                return target.startswith(args[0])  # type: ignore[attr-defined]
-            if m == "ends_with":
-                return target.endswith(args[0])  # type: ignore[attr-defined]
-            if m == "lower":
-                return target.lower()  # type: ignore[attr-defined]
+            return _METHODS[e.method](target, *(self.value(a) for a in e.args))
         return self.cond(e)
 
     def cond(self, e: ast.Expr) -> bool:
@@ -262,58 +252,48 @@ class _Interpreter:
                 p.root
             )
         if isinstance(e, ast.Compare):
-            a, b = self.value(e.left), self.value(e.right)
-            ops: dict[str, Callable[[object, object], bool]] = {
-                "==": lambda x, y: x == y,
-                "!=": lambda x, y: x != y,
-                "<": lambda x, y: x < y,  # type: ignore[operator]
-                "<=": lambda x, y: x <= y,  # type: ignore[operator]
-                ">": lambda x, y: x > y,  # type: ignore[operator]
-                ">=": lambda x, y: x >= y,  # type: ignore[operator]
-            }
-            return ops[e.op](a, b)
+            return _COMPARE[e.op](self.value(e.left), self.value(e.right))
         if isinstance(e, ast.In):
             elem, coll = self.value(e.element), self.value(e.collection)
             return elem in coll  # type: ignore[operator]
         if isinstance(e, ast.RelationCheck):
-            ent = e.entity
-            if ent.kind == "resource":
-                ot, oid = self.req.resource.type, self.req.resource.id
-            elif ent.kind == "subject":
-                ot, oid = self.req.subject.type, self.req.subject.id
-            else:
-                assert ent.id is not None
-                ot, oid = ent.type, self.value(ent.id)  # type: ignore[assignment]
-                if not isinstance(oid, str):
-                    raise _Error("a relation check needs a string id")
-            subject = self.req.subject
-            try:
-                granted = self.relation(ot, oid, e.relation, subject, 0, frozenset())
-            except RecursionError:  # as the compiled walk: out of stack is a depth limit
-                raise _Depth(f"relation walk out of stack at {ot}:{oid}#{e.relation}") from None
-            self.step(
-                "relation",
-                f"{ot}:{oid}#{e.relation}",
-                "granted" if granted else "not_granted",
-                f"for {subject}",
-            )
-            return granted
+            return self.relation_check(e)
         if isinstance(e, ast.HasRole):
-            includes = {r for r in self.p.roles if e.role in self._ancestors(r)}
-            errors: list[tuple[str, bool]] = []
-            held = self.held_roles(includes, errors)
-            if errors and not held:
-                raise _Error("role binding error")
-            return any(
-                all(
-                    self.req.subject.attrs.get(s) is not None
-                    and self.req.subject.attrs.get(s) == self.req.resource.attrs.get(s)
-                    for s in self._scopes(r)
-                )
-                for r in held
-            )
-        value = self.value(e)
-        return bool(value)
+            return self.has_role(e.role)
+        return bool(self.value(e))
+
+    def relation_check(self, e: ast.RelationCheck) -> bool:
+        ent = e.entity
+        if ent.kind == "resource":
+            ot, oid = self.req.resource.type, self.req.resource.id
+        elif ent.kind == "subject":
+            ot, oid = self.req.subject.type, self.req.subject.id
+        else:
+            assert ent.id is not None
+            ot, oid = ent.type, self.value(ent.id)  # type: ignore[assignment]
+            if not isinstance(oid, str):
+                raise _Error("a relation check needs a string id")
+        subject = self.req.subject
+        try:
+            granted = self.relation(ot, oid, e.relation, subject, 0, frozenset())
+        except RecursionError:  # as the compiled walk: out of stack is a depth limit
+            raise _Depth(f"relation walk out of stack at {ot}:{oid}#{e.relation}") from None
+        self.step(
+            "relation",
+            f"{ot}:{oid}#{e.relation}",
+            "granted" if granted else "not_granted",
+            f"for {subject}",
+        )
+        return granted
+
+    def has_role(self, role: str) -> bool:
+        """`subject has role R`: R or a role extending it, held within its scope. A binding error
+        with nothing held at all leaves the question unanswered: the condition errs."""
+        errors: list[tuple[str, bool]] = []
+        held = self.held_roles(set(self.p.role_includes.get(role, ())), errors)
+        if errors and not held:
+            raise _Error("role binding error")
+        return any(self.in_scope(r) for r in held)
 
     # ---- relations, walked naively
     def relation(
@@ -348,7 +328,17 @@ class _Interpreter:
             return False
         if depth >= self.max_depth:
             raise _Depth(f"relation depth limit at {ot}:{oid}#{rel}")
-        key = f"{ot}:{oid}#{rel}"
+        return self._through_usersets(f"{ot}:{oid}#{rel}", usersets, subject, depth, path)
+
+    def _through_usersets(
+        self,
+        key: str,
+        usersets: list[tuple[str, str, str]],
+        subject: Entity,
+        depth: int,
+        path: frozenset[str],
+    ) -> bool:
+        """Any userset that grants grants; else one that hit the depth limit raises."""
         limited = False
         for st, sid, srel in usersets:
             if f"{st}:{sid}#{srel}" in path | {key}:
@@ -375,30 +365,7 @@ class _Interpreter:
         if isinstance(e, ast.Computed):
             return self.relation(ot, oid, e.relation, subject, depth, path)
         if isinstance(e, ast.TupleToUserset):
-            targets = [(st, sid) for st, sid, srel in self.lookup(ot, oid, e.tupleset) if not srel]
-            if not targets:
-                return False
-            if depth >= self.max_depth:
-                raise _Depth(f"relation depth limit at {ot}:{oid}#{e.tupleset}")
-            marker = f"{ot}:{oid}#{e.tupleset}->{e.computed}"
-            if marker in path:
-                return False
-            limited = False
-            for st, sid in sorted(targets):
-                try:
-                    if self.relation(st, sid, e.computed, subject, depth + 1, path | {marker}):
-                        self.step(
-                            "relation",
-                            f"{ot}:{oid}#{e.tupleset}",
-                            "granted",
-                            f"via {st}:{sid}#{e.computed}",
-                        )
-                        return True
-                except _Depth:
-                    limited = True
-            if limited:
-                raise _Depth(f"relation depth limit at {ot}:{oid}#{e.tupleset}")
-            return False
+            return self.arrow(ot, oid, e, subject, depth, path)
         # A run of one operator (`a + b + c`) in a loop, left to right, as nested pairs would go.
         parts = ast.userset_operands(e)
         if isinstance(e, ast.Union):
@@ -418,6 +385,61 @@ class _Interpreter:
         return self.userset(ot, oid, parts[0], subject, depth, path) and not any(
             self.userset(ot, oid, part, subject, depth, path) for part in parts[1:]
         )
+
+    def arrow(
+        self,
+        ot: str,
+        oid: str,
+        e: ast.TupleToUserset,
+        subject: Entity,
+        depth: int,
+        path: frozenset[str],
+    ) -> bool:
+        """`tupleset->computed`: hop to each object the tupleset names, ask `computed` there."""
+        targets = [(st, sid) for st, sid, srel in self.lookup(ot, oid, e.tupleset) if not srel]
+        if not targets:
+            return False
+        if depth >= self.max_depth:
+            raise _Depth(f"relation depth limit at {ot}:{oid}#{e.tupleset}")
+        marker = f"{ot}:{oid}#{e.tupleset}->{e.computed}"
+        if marker in path:
+            return False
+        limited = False
+        for st, sid in sorted(targets):
+            try:
+                if self.relation(st, sid, e.computed, subject, depth + 1, path | {marker}):
+                    self.step(
+                        "relation",
+                        f"{ot}:{oid}#{e.tupleset}",
+                        "granted",
+                        f"via {st}:{sid}#{e.computed}",
+                    )
+                    return True
+            except _Depth:
+                limited = True
+        if limited:
+            raise _Depth(f"relation depth limit at {ot}:{oid}#{e.tupleset}")
+        return False
+
+
+_METHODS: dict[str, Callable[..., object]] = {
+    "contains": lambda target, item: item in target,
+    "contains_any": lambda target, other: bool(set(target) & set(other)),
+    "contains_all": lambda target, other: set(other) <= set(target),
+    "size": len,
+    "starts_with": lambda target, prefix: target.startswith(prefix),
+    "ends_with": lambda target, suffix: target.endswith(suffix),
+    "lower": lambda target: target.lower(),
+}
+
+_COMPARE: dict[str, Callable[[Any, Any], bool]] = {
+    "==": lambda x, y: x == y,
+    "!=": lambda x, y: x != y,
+    "<": lambda x, y: x < y,
+    "<=": lambda x, y: x <= y,
+    ">": lambda x, y: x > y,
+    ">=": lambda x, y: x >= y,
+}
 
 
 def _targets(

@@ -1,12 +1,17 @@
 """Static checks over a whole bundle's policy files: names, types, cycles, and rules that cannot matter.
 
-`check(files)` returns a CheckedPolicy and every diagnostic (errors and warnings) at once.
+`check(files)` returns a CheckedPolicy and every diagnostic (errors and warnings) at once. The
+checked policy also carries the static facts every consumer needs (role ancestors, role scopes,
+the roles granting each (type, action), the attribute type table), computed here once, read-only,
+so that the compiler, the reference interpreter and the tuple schema never derive them again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
 
 from policy_lang import ast, limits
 from policy_lang.diagnostics import Diagnostic, Loc
@@ -25,6 +30,37 @@ METHODS: dict[str, dict[str, tuple[tuple[str, ...], str]]] = {
     "ends_with": {"string": (("string",), "bool")},
     "lower": {"string": ((), "string")},
 }
+
+# The Python class a request carries each attribute type as. Checked exactly (`type(v) is cls`), not
+# with isinstance: True == 1 and hash(True) == hash(1), so a bool must never pass for an int.
+PYTHON_TYPES: Mapping[str, type] = MappingProxyType(
+    {"string": str, "int": int, "bool": bool, "set<string>": frozenset, "set<int>": frozenset}
+)
+
+
+def _empty() -> Mapping[Any, Any]:
+    return MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class AttributeTable:
+    """The declared type of every attribute a request may carry: what a request is validated
+    against before any condition runs."""
+
+    # name -> type of its first declaration over all types: a subject may be of any type.
+    subject: Mapping[str, str] = field(default_factory=_empty)
+    resource: Mapping[str, Mapping[str, str]] = field(default_factory=_empty)
+    context: Mapping[str, str] = field(default_factory=_empty)
+
+    def declared(self, root: str, name: str, resource_type: str) -> str | None:
+        """The type `root.name` must have in a request on `resource_type`; None: unchecked."""
+        if root == "context":
+            return self.context.get(name)
+        if name in BUILTIN_ATTRS:
+            return BUILTIN_ATTRS[name]
+        if root == "resource":
+            return self.resource.get(resource_type, {}).get(name)
+        return self.subject.get(name)
 
 
 @dataclass(slots=True)
@@ -48,29 +84,85 @@ class CheckedPolicy:
     roles: dict[str, ast.RoleDecl] = field(default_factory=dict)
     bindings: list[ast.BindWhen | ast.BindFrom] = field(default_factory=list)
     rules: list[ast.RuleDecl] = field(default_factory=list)
-
-    def attribute_type(
-        self, root: str, name: str, types: Iterable[str] | None = None
-    ) -> str | None:
-        """The declared type of `root.name`, or None when nothing declares it."""
-        if root == "context":
-            attr = self.context.get(name)
-            return attr.type if attr else None
-        if name in BUILTIN_ATTRS:
-            return BUILTIN_ATTRS[name]
-        names = self.types if types is None else types
-        found = {
-            self.types[t].attributes[name].type
-            for t in names
-            if t in self.types and name in self.types[t].attributes
-        }
-        return found.pop() if len(found) == 1 else None
+    # ---- static facts, derived once by `check` (read-only mappings of immutable values)
+    # role -> itself and every role it extends, transitively
+    role_ancestors: Mapping[str, frozenset[str]] = field(default_factory=_empty)
+    # role -> itself and every role that extends it: who satisfies `subject has role R`
+    role_includes: Mapping[str, frozenset[str]] = field(default_factory=_empty)
+    # role -> the attributes subject and resource must share (its own scope and its ancestors'), sorted
+    role_scopes: Mapping[str, tuple[str, ...]] = field(default_factory=_empty)
+    # (type, action) -> the roles whose grants (own or inherited) cover it, in name order
+    granting_roles: Mapping[tuple[str, str], tuple[str, ...]] = field(default_factory=_empty)
+    attributes: AttributeTable = field(default_factory=AttributeTable)
 
 
 def check(files: Iterable[ast.PolicyFile]) -> tuple[CheckedPolicy, list[Diagnostic]]:
     checker = _Checker()
     checker.run(list(files))
+    _derive_facts(checker.policy)
     return checker.policy, checker.diagnostics
+
+
+def _derive_facts(p: CheckedPolicy) -> None:
+    """Fill the checked policy's static facts. Safe on a policy with errors: unknown parents are
+    skipped and an inheritance cycle ends the walk."""
+    ancestors = {name: _role_ancestors(p.roles, name) for name in p.roles}
+    p.role_ancestors = MappingProxyType(ancestors)
+    p.role_includes = MappingProxyType(
+        {name: frozenset(r for r in p.roles if name in ancestors[r]) for name in p.roles}
+    )
+    p.role_scopes = MappingProxyType(
+        {
+            name: tuple(sorted({p.roles[a].scope for a in ancestors[name] if p.roles[a].scope}))
+            for name in p.roles
+        }
+    )
+    grants = {
+        name: [g for a in ancestors[name] for g in p.roles[a].grants] for name in sorted(p.roles)
+    }
+    p.granting_roles = MappingProxyType(
+        {
+            (type_name, action): tuple(
+                name
+                for name, gs in grants.items()
+                if any(_covers_target(g.actions, g.types, action, type_name) for g in gs)
+            )
+            for type_name, info in p.types.items()
+            for action in sorted(info.actions)
+        }
+    )
+    subject: dict[str, str] = {}
+    for info in p.types.values():
+        for name, attr in info.attributes.items():
+            subject.setdefault(name, attr.type)
+    p.attributes = AttributeTable(
+        MappingProxyType(subject),
+        MappingProxyType(
+            {
+                t: MappingProxyType({n: a.type for n, a in info.attributes.items()})
+                for t, info in p.types.items()
+            }
+        ),
+        MappingProxyType({n: a.type for n, a in p.context.items()}),
+    )
+
+
+def _role_ancestors(roles: Mapping[str, ast.RoleDecl], name: str) -> frozenset[str]:
+    seen: set[str] = set()
+    stack = [name]
+    while stack:
+        role = stack.pop()
+        if role in seen or role not in roles:
+            continue
+        seen.add(role)
+        stack.extend(roles[role].parents)
+    return frozenset(seen)
+
+
+def _covers_target(
+    actions: tuple[str, ...] | None, types: tuple[str, ...] | None, action: str, type_name: str
+) -> bool:
+    return (actions is None or action in actions) and (types is None or type_name in types)
 
 
 class _Checker:
@@ -461,45 +553,47 @@ class _Checker:
             return _literal_type(expr.value)
         if isinstance(expr, ast.Path):
             return self._path_type(expr, types)
+        if isinstance(expr, ast.MethodCall):
+            return self._method_type(expr, types)
+        self._check_bool_expr(expr, types)
+        return "bool"
+
+    def _check_bool_expr(self, expr: ast.Expr, types: tuple[str, ...] | None) -> None:
+        """Check an expression whose type is bool whatever its operands (errors reported)."""
         if isinstance(expr, ast.Present):
             self._path_type(expr.path, types)
-            return "bool"
-        if isinstance(expr, ast.And | ast.Or):
+        elif isinstance(expr, ast.And | ast.Or):
             for operand in ast.operands(expr):  # a run of `or`s is a loop, not a recursion
                 self._expect_bool(operand, types)
-            return "bool"
-        if isinstance(expr, ast.Not):
+        elif isinstance(expr, ast.Not):
             self._expect_bool(expr.operand, types)
-            return "bool"
-        if isinstance(expr, ast.Compare):
-            left, right = self._type_of(expr.left, types), self._type_of(expr.right, types)
-            if left is None or right is None:
-                return "bool"
-            if expr.op in ("==", "!="):
-                if left != right:
-                    self.error("type_error", f"cannot compare {left} with {right}", expr.loc)
-            elif left != "int" or right != "int":
-                self.error(
-                    "type_error", f"`{expr.op}` compares numbers, not {left} and {right}", expr.loc
-                )
-            return "bool"
-        if isinstance(expr, ast.In):
+        elif isinstance(expr, ast.Compare):
+            self._check_compare(expr, types)
+        elif isinstance(expr, ast.In):
             elem, coll = self._type_of(expr.element, types), self._type_of(expr.collection, types)
             if elem is not None and coll is not None and coll != f"set<{elem}>":
                 self.error(
                     "type_error", f"`in` needs a set of {elem} on its right, not {coll}", expr.loc
                 )
-            return "bool"
-        if isinstance(expr, ast.MethodCall):
-            return self._method_type(expr, types)
-        if isinstance(expr, ast.RelationCheck):
+        elif isinstance(expr, ast.RelationCheck):
             self._check_relation(expr, types)
-            return "bool"
-        if isinstance(expr, ast.HasRole):
+        elif isinstance(expr, ast.HasRole):
             if expr.role not in self.policy.roles:
                 self.error("unknown_role", f"unknown role `{expr.role}`", expr.loc)
-            return "bool"
-        raise AssertionError(f"unhandled expression {expr!r}")
+        else:
+            raise AssertionError(f"unhandled expression {expr!r}")
+
+    def _check_compare(self, expr: ast.Compare, types: tuple[str, ...] | None) -> None:
+        left, right = self._type_of(expr.left, types), self._type_of(expr.right, types)
+        if left is None or right is None:
+            return
+        if expr.op in ("==", "!="):
+            if left != right:
+                self.error("type_error", f"cannot compare {left} with {right}", expr.loc)
+        elif left != "int" or right != "int":
+            self.error(
+                "type_error", f"`{expr.op}` compares numbers, not {left} and {right}", expr.loc
+            )
 
     def _method_type(self, expr: ast.MethodCall, types: tuple[str, ...] | None) -> str | None:
         target = self._type_of(expr.target, types)

@@ -126,20 +126,7 @@ def _line(loc: Loc) -> int:
 def _item(item: ast.Item) -> list[tuple[str, int]]:
     """The lines of one item, each with the source line it came from (0: none) for comments."""
     if isinstance(item, ast.TypeDecl):
-        lines = [(f"type {item.name} {{", item.loc.line)]
-        if item.attributes:
-            lines.append((f"{INDENT}attributes {{", 0))
-            lines.extend((f"{INDENT * 2}{_attr(a)},", a.loc.line) for a in item.attributes)
-            lines.append((f"{INDENT}}}", 0))
-        if item.actions:
-            lines.append((f"{INDENT}actions {', '.join(item.actions)}", 0))
-        for rel in item.relations:
-            subjects = " | ".join(str(s) for s in rel.subjects)
-            lines.append((f"{INDENT}relation {rel.name}: {subjects}", rel.loc.line))
-        for perm in item.permissions:
-            lines.append((f"{INDENT}permission {perm.name} = {userset(perm.expr)}", perm.loc.line))
-        lines.append(("}", item.loc.end_line))
-        return lines
+        return _type_decl(item)
     if isinstance(item, ast.ContextDecl):
         return [
             ("context {", item.loc.line),
@@ -147,18 +134,7 @@ def _item(item: ast.Item) -> list[tuple[str, int]]:
             ("}", item.loc.end_line),
         ]
     if isinstance(item, ast.RoleDecl):
-        head = f"role {item.name}"
-        if item.scope:
-            head += f" scoped by {item.scope}"
-        if item.parents:
-            head += f" extends {', '.join(item.parents)}"
-        lines = [(head + " {", item.loc.line)]
-        lines.extend(
-            (f"{INDENT}allow {_names(g.actions)} on {_names(g.types)}", g.loc.line)
-            for g in item.grants
-        )
-        lines.append(("}", item.loc.end_line))
-        return lines
+        return _role_decl(item)
     if isinstance(item, ast.BindFrom):
         return [(f"bind roles from {item.source}", item.loc.line)]
     if isinstance(item, ast.BindWhen):
@@ -168,6 +144,37 @@ def _item(item: ast.Item) -> list[tuple[str, int]]:
     if item.condition is None:
         return [(head, item.loc.line)]
     return [(head, item.loc.line), (f"{INDENT}when {expr(item.condition)}", 0)]
+
+
+def _type_decl(item: ast.TypeDecl) -> list[tuple[str, int]]:
+    lines = [(f"type {item.name} {{", item.loc.line)]
+    if item.attributes:
+        lines.append((f"{INDENT}attributes {{", 0))
+        lines.extend((f"{INDENT * 2}{_attr(a)},", a.loc.line) for a in item.attributes)
+        lines.append((f"{INDENT}}}", 0))
+    if item.actions:
+        lines.append((f"{INDENT}actions {', '.join(item.actions)}", 0))
+    for rel in item.relations:
+        subjects = " | ".join(str(s) for s in rel.subjects)
+        lines.append((f"{INDENT}relation {rel.name}: {subjects}", rel.loc.line))
+    for perm in item.permissions:
+        lines.append((f"{INDENT}permission {perm.name} = {userset(perm.expr)}", perm.loc.line))
+    lines.append(("}", item.loc.end_line))
+    return lines
+
+
+def _role_decl(item: ast.RoleDecl) -> list[tuple[str, int]]:
+    head = f"role {item.name}"
+    if item.scope:
+        head += f" scoped by {item.scope}"
+    if item.parents:
+        head += f" extends {', '.join(item.parents)}"
+    lines = [(head + " {", item.loc.line)]
+    lines.extend(
+        (f"{INDENT}allow {_names(g.actions)} on {_names(g.types)}", g.loc.line) for g in item.grants
+    )
+    lines.append(("}", item.loc.end_line))
+    return lines
 
 
 def _attr(a: ast.Attribute) -> str:

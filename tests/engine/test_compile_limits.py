@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pdp.bundle import BundleError, Settings, bundle_from_text
-from pdp.conditions import compile_conditions
+from pdp.conditions import ConditionFn, compile_conditions
 from pdp.engine import Engine
 from pdp.model import Decision, Effect, Entity, Reason, Request
 from pdp.reference import evaluate, naive_lookup
@@ -221,8 +221,8 @@ class _NoEnv:
     def relation(self, object_type: str, object_id: str, relation: str, subject: Entity) -> bool:
         return False
 
-    def has_role(self, role: str, subject: Entity, resource: Entity, context: object) -> bool:
-        return False
+    def role_test(self, role: str) -> ConditionFn:
+        return lambda subject, resource, context: False
 
 
 # ---- past the limits, the code generators still have margin -------------------------------------

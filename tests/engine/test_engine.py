@@ -207,3 +207,58 @@ def test_a_reload_swaps_tuples_and_policy_together() -> None:
     assert not e.check(Request(ALICE, "read", DOC)).allowed  # the new bundle dropped it
     assert e.check(bob).allowed  # the written overlay moved to the new store
     assert e.check(bob).tuple_revision > before.check(bob).tuple_revision
+
+
+def test_a_pinned_view_is_read_only() -> None:
+    e = loaded(tuples=["doc:1#viewer@user:alice"])
+    view = e.pin()
+    assert not hasattr(view, "load") and not hasattr(view, "write_tuples")
+    assert not hasattr(view, "restore_tuples")
+    with pytest.raises(AttributeError):
+        view._loaded = None  # type: ignore[misc]
+    e.write_tuples([RelationTuple.parse("doc:1#viewer@user:bob")])
+    e.load(bundle_from_text(POLICY, [], revision="2"))
+    assert view.bundle is not None and view.bundle.revision == "0"
+    assert view.pin() is view
+    assert [d.bundle_revision for d in view.check_many([Request(ALICE, "read", DOC)] * 2)] == [
+        "0",
+        "0",
+    ]
+
+
+ROLES_POLICY = """
+type user { attributes { tenant: string, roles: set<string> } }
+type group { relation member: user }
+type doc {
+  attributes { tenant: string }
+  actions read, edit
+}
+role reader scoped by tenant { allow read on doc }
+role editor extends reader { allow edit on doc }
+bind roles from subject.roles
+bind editor when subject has member on group(resource.tenant)
+permit by_role: edit on doc when subject has role reader and resource.tenant == "special"
+"""
+
+
+def test_has_role_and_the_role_step_read_one_role_evaluator() -> None:
+    # The compiled snapshot answers `has role` itself (no engine behind it): the same bindings,
+    # inheritance and scopes as the role grant.
+    from pdp.compiler import compile_policy
+    from pdp.tuples import TupleStore
+
+    bundle = bundle_from_text(ROLES_POLICY, ["group:special#member@user:carol"])
+    store = TupleStore().rebased(bundle.tuples)
+    snap = compile_policy(bundle.policy, store, 5)
+    decide = snap.by_type["doc"]["edit"].decide
+    carol = Entity("user", "carol", {"tenant": "special", "roles": frozenset()})
+    dave = Entity("user", "dave", {"tenant": "other", "roles": frozenset({"reader"})})
+    special = Entity("doc", "s", {"tenant": "special"})
+    other = Entity("doc", "o", {"tenant": "other"})
+    # carol holds editor by binding, so reader by inheritance, in scope: the permit's `has role`
+    # allows (the permit sorts first: its rule id, not the role's)
+    assert decide(carol, special, {}, 0).rule_ids == ("by_role",)
+    # dave holds reader by claim, in scope on `other`, but reader grants no edit
+    assert decide(dave, other, {}, 0).reason is Reason.NOT_PERMITTED
+    # out of scope: the claim holds, the scope does not
+    assert decide(dave, special, {}, 0).reason is Reason.NOT_PERMITTED
