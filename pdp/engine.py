@@ -9,7 +9,8 @@ same checks, read-only, all on the snapshot current when it was pinned.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -136,13 +137,15 @@ class Engine(_Checks):
         cache_ttl: float | None = None,
         cache_size: int = 100_000,
         max_depth: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         # The live store: the current snapshot's. Before the first load, restores land here.
         self.tuples = TupleStore()
         self._cache_ttl_override = cache_ttl
         self._max_depth_override = max_depth
+        # `clock`: what the cache's TTL is measured on (tests pass a fake one, never sleep)
         self.cache = DecisionCache(
-            cache_ttl if cache_ttl is not None else DEFAULT_CACHE_TTL, cache_size
+            cache_ttl if cache_ttl is not None else DEFAULT_CACHE_TTL, cache_size, clock=clock
         )
         self._loaded: _Loaded | None = None
         # Serialises tuple writes with loads: a write must land in the store that is live after

@@ -123,12 +123,7 @@ def validate(
 # Cases a runner that keeps one cache across a case's checks answers wrongly today: an earlier
 # check's cache entry answers a later check that differs only in an input the key leaves out.
 # Those runners mark them xfail(strict=True), so the fix shows as an XPASS to remove from here.
-CACHE_KEY_BUGS: Mapping[str, str] = {
-    "has role in a condition reads the role's scope": (
-        "the cache key of `subject has role R` omits R's scope attributes on the resource, so an "
-        "ALLOW in one tenant is served from the cache for the same subject in another"
-    ),
-}
+CACHE_KEY_BUGS: Mapping[str, str] = {}
 
 
 # ---- the cases
