@@ -11,10 +11,10 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pdp", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    from pdp import authoring_cli
+    from pdp.authoring import cli as authoring_cli
 
     authoring_cli.add_commands(sub)
-    from pdp import bundle_cli
+    from pdp.authoring import bundle_cli
 
     bundle_cli.add_commands(sub)
     from pdp.tokens import admin_cli

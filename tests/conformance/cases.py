@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pdp.authoring.policy_tests import to_attrs
 from pdp.bundle import Bundle, Settings, bundle_from_text
 from pdp.model import Entity, Reason, RelationTuple, Request
-from pdp.policy_tests import to_attrs
 
 HERE = Path(__file__).parent
 

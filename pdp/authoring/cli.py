@@ -8,11 +8,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pdp.authoring.policy_tests import TestFileError, run_tests, to_attrs
 from pdp.bundle import POLICY_SUFFIX, BundleError, load_bundle
 from pdp.engine import Engine
 from pdp.identifiers import id_problem, name_problem
 from pdp.model import Decision, Entity, Request
-from pdp.policy_tests import TestFileError, run_tests, to_attrs
 from policy_lang.diagnostics import PolicyError
 from policy_lang.formatter import format_source
 
