@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from pdp.compiler import Snapshot
+from pdp.engine.compiler import Snapshot
+from pdp.engine.tuples import TupleStore
 from pdp.model import Decision, Reason, Request, TraceStep
 from pdp.reference import evaluate
-from pdp.tuples import TupleStore
 
 
 def explain(

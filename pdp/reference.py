@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pdp.conditions import read_paths
+from pdp.engine.conditions import read_paths
 from pdp.model import Effect, Entity, Reason, RelationTuple, Request, TraceStep, Value
 from policy_lang import ast
 from policy_lang.checker import PYTHON_TYPES, CheckedPolicy

@@ -7,8 +7,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pdp.bundle import bundle_from_text
-from pdp.cache import DecisionCache
 from pdp.engine import Engine
+from pdp.engine.cache import DecisionCache
 from pdp.model import Decision, Effect, Entity, Reason, RelationTuple, Request
 from tests.strategies import SCHEMA, requests, roles, rules, tuple_strings
 

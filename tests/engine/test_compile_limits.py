@@ -8,8 +8,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pdp.bundle import BundleError, Settings, bundle_from_text
-from pdp.conditions import ConditionFn, compile_conditions
 from pdp.engine import Engine
+from pdp.engine.conditions import ConditionFn, compile_conditions
 from pdp.model import Decision, Effect, Entity, Reason, Request
 from pdp.reference import evaluate, naive_lookup
 from policy_lang import ast, limits

@@ -8,8 +8,9 @@ import random
 import pytest
 
 from pdp.bundle import bundle_from_text
-from pdp.engine import Engine, InvalidTuple
+from pdp.engine import Engine
 from pdp.model import Effect, Entity, Reason, RelationTuple, Request
+from pdp.tuple_schema import InvalidTuple
 
 POLICY = """
 type user { attributes { tenant: string } }
@@ -244,8 +245,8 @@ permit by_role: edit on doc when subject has role reader and resource.tenant == 
 def test_has_role_and_the_role_step_read_one_role_evaluator() -> None:
     # The compiled snapshot answers `has role` itself (no engine behind it): the same bindings,
     # inheritance and scopes as the role grant.
-    from pdp.compiler import compile_policy
-    from pdp.tuples import TupleStore
+    from pdp.engine.compiler import compile_policy
+    from pdp.engine.tuples import TupleStore
 
     bundle = bundle_from_text(ROLES_POLICY, ["group:special#member@user:carol"])
     store = TupleStore().rebased(bundle.tuples)

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pdp.engine.tuples import TupleStore
 from pdp.model import RelationTuple, TupleSyntaxError
-from pdp.tuples import TupleStore
 
 T = RelationTuple.parse
 

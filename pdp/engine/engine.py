@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from pdp.bundle import Bundle
-from pdp.cache import DecisionCache
-from pdp.compiler import AttributeTypeError, Entry, Snapshot, compile_policy
-from pdp.decider import Outcome
+from pdp.engine.cache import DecisionCache
+from pdp.engine.compiler import AttributeTypeError, Entry, Snapshot, compile_policy
+from pdp.engine.decider import Outcome
+from pdp.engine.tuples import TupleStore
 from pdp.model import Decision, Effect, Reason, RelationTuple, Request
 from pdp.tuple_schema import InvalidTuple, validate_tuple
-from pdp.tuples import TupleStore
 
 # Enum members bound once: `Reason.X` costs ~200 ns a lookup on Python 3.11, the hot path many.
 _DENY = Effect.DENY
@@ -43,7 +43,7 @@ class _Loaded:
     store: TupleStore  # the tuples this snapshot was compiled against and reads
     revision: str
     fail_open: frozenset[tuple[str, str]]
-    # The answers that need no entry, made once per snapshot (see pdp.decider.Outcome).
+    # The answers that need no entry, made once per snapshot (see pdp.engine.decider.Outcome).
     # INVARIANT: per snapshot, never per engine: a pinned batch may outlive a reload.
     stale: Outcome = field(init=False)
     not_permitted: Outcome = field(init=False)

@@ -18,9 +18,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from pdp.conditions import ConditionFn
+from pdp.engine.conditions import ConditionFn
+from pdp.engine.rebac import DepthLimitExceeded
 from pdp.model import Decision, Effect, Entity, Reason, Value
-from pdp.rebac import DepthLimitExceeded
 
 DecideFn = Callable[[Entity, Entity, Mapping[str, Value], int], Decision]
 # One error met while deciding: (rule id or binding label, message, was it a depth limit?)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Container
 
+from pdp.engine.tuples import TupleStore
 from pdp.model import Entity
-from pdp.tuples import TupleStore
 from policy_lang import ast
 from policy_lang.checker import CheckedPolicy
 
