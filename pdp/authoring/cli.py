@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
 from pathlib import Path
@@ -32,6 +33,11 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--context", default="{}", help="JSON object of context attributes")
     p.add_argument(
         "--explain", action="store_true", help="print the trace: rules, conditions, relation paths"
+    )
+    p.add_argument(
+        "--show-code",
+        action="store_true",
+        help="print (on stderr) the Python generated for this type and action: key and decide",
     )
     p.set_defaults(handler=cmd_check)
 
@@ -132,9 +138,28 @@ def cmd_check(args: argparse.Namespace) -> int:
         return 2
     engine = Engine(cache_ttl=0)
     engine.load(bundle)
+    if args.show_code:
+        _print_generated_code(engine, request)
     decision = engine.check(request, explain=args.explain)
     print(json.dumps(decision_json(decision), indent=2))
     return 0 if decision.allowed else 3
+
+
+def _print_generated_code(engine: Engine, request: Request) -> None:
+    """The Python the compiler generated for this request's (type, action): its cache key and
+    its decide function, as tracebacks and profilers see them (pdp.engine.codegen)."""
+    snapshot = engine.snapshot
+    actions = snapshot.by_type.get(request.resource.type, {}) if snapshot else {}
+    entry = actions.get(request.action)
+    if entry is None:
+        print(
+            f"// no rule or role covers `{request.action}` on `{request.resource.type}`: "
+            "deny by default, no code generated",
+            file=sys.stderr,
+        )
+        return
+    for fn in (entry.key, entry.decide):
+        print(inspect.getsource(fn), file=sys.stderr)
 
 
 def cmd_test(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pdp.engine import codegen
 from pdp.engine.conditions import ConditionFn, compile_conditions, read_paths, reads_relations
 from pdp.engine.decider import DecideFn, RoleSources, build_decide, role_test
 from pdp.engine.rebac import RelationGraph
@@ -97,7 +98,11 @@ def compile_policy(
     sources = _role_sources(policy, graph)
     conditioned = [(r.name, r.condition) for r in policy.rules if r.condition is not None]
     # Every rule condition of the bundle in one generated module: one compile() for all of them.
-    compiled = compile_conditions([c for _, c in conditioned], _Conditions(graph, sources, policy))
+    compiled = compile_conditions(
+        [c for _, c in conditioned],
+        _Conditions(graph, sources, policy),
+        [name for name, _ in conditioned],
+    )
     rule_fns = {name: fn for (name, _), fn in zip(conditioned, compiled, strict=True)}
     common_paths = frozenset(_binding_paths(policy))
     common_tuples = any(
@@ -121,8 +126,9 @@ def compile_policy(
                 roles=sources,
                 revision=revision,
                 fail_open=(type_name, action) in fail_open,
+                name=codegen.identifier("decide", type_name, action),
             )
-            key = _key_function(policy, type_name, tuple(sorted(paths)), uses_tuples)
+            key = _key_function(policy, type_name, tuple(sorted(paths)), uses_tuples, action)
             by_type.setdefault(type_name, {})[action] = Entry(type_name, action, key, decide)
     return Snapshot(policy, by_type, graph, max_depth)
 
@@ -206,7 +212,11 @@ _entry_ids = itertools.count()
 
 
 def _key_function(
-    policy: CheckedPolicy, type_name: str, paths: tuple[tuple[str, str], ...], uses_tuples: bool
+    policy: CheckedPolicy,
+    type_name: str,
+    paths: tuple[tuple[str, str], ...],
+    uses_tuples: bool,
+    action: str = "",
 ) -> KeyFn:
     """Generate `key(S, R, C, rev)`: check each read attribute's type, return the cache key.
 
@@ -216,8 +226,9 @@ def _key_function(
     """
     source = {"subject": "sa", "resource": "ra", "context": "C"}
     roots = {root for root, name in paths if root != "context" and name not in ("id", "type")}
+    fn_name = codegen.identifier("cache_key", type_name, action)
     lines = [
-        "def key(S, R, C, rev, M=MISSING, type=type, str=str, int=int, bool=bool, frozenset=frozenset):",
+        f"def {fn_name}(S, R, C, rev, M=MISSING, type=type, str=str, int=int, bool=bool, frozenset=frozenset):",
         *(f"    {source[r]} = {r[0].upper()}.attrs" for r in sorted(roots)),
     ]
     values = [str(next(_entry_ids)), *(["rev"] if uses_tuples else []), "S.type", "S.id", "R.id"]
@@ -243,8 +254,7 @@ def _key_function(
         "SPECS": tuple(specs),
         "type_error": _type_error,
     }
-    exec("\n".join(lines), namespace)
-    fn: KeyFn = namespace["key"]
+    fn: KeyFn = codegen.function("\n".join(lines) + "\n", fn_name, namespace)
     return fn
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol
 
+from pdp.engine import codegen
 from pdp.model import Entity, Value
 from policy_lang import ast
 
@@ -37,14 +38,23 @@ def compile_condition(expr: ast.Expr, env: ConditionEnv) -> ConditionFn:
     return compile_conditions([expr], env)[0]
 
 
-def compile_conditions(exprs: list[ast.Expr], env: ConditionEnv) -> list[ConditionFn]:
-    """Compile many conditions as one generated module: one compile() call for a whole bundle."""
+def compile_conditions(
+    exprs: list[ast.Expr], env: ConditionEnv, names: list[str] | None = None
+) -> list[ConditionFn]:
+    """Compile many conditions as one generated module: one compile() call for a whole bundle.
+    `names` (one per condition, e.g. the rule's) name the functions in tracebacks."""
     gen = _Generator(env)
-    lines = [f"def c{i}(S, R, C):\n    return bool({gen.expr(e)})" for i, e in enumerate(exprs)]
+    fn_names = [
+        codegen.identifier("condition", names[i] if names else "", str(i))
+        for i in range(len(exprs))
+    ]
+    lines = [
+        f"def {fn_names[i]}(S, R, C):\n    return bool({gen.expr(e)})" for i, e in enumerate(exprs)
+    ]
     # The callbacks are bound once here, so a condition calls them without an attribute lookup.
     namespace: dict[str, Any] = {"REL": env.relation, "K": tuple(gen.constants)}
-    exec(compile("\n".join(lines), "<conditions>", "exec"), namespace)
-    return [namespace[f"c{i}"] for i in range(len(exprs))]
+    codegen.define("\n".join(lines) + "\n", "conditions", namespace)
+    return [namespace[n] for n in fn_names]
 
 
 class _Generator:

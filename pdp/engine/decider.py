@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from pdp.engine import codegen
 from pdp.engine.conditions import ConditionFn
 from pdp.engine.rebac import DepthLimitExceeded
 from pdp.model import Decision, Effect, Entity, Reason, Value
@@ -102,7 +103,9 @@ def build_decide(
     roles: RoleSources,
     revision: str,
     fail_open: bool,
+    name: str = "decide",
 ) -> DecideFn:
+    """`name`: what the generated function is called in tracebacks (`decide_document_read`)."""
     ns: dict[str, Any] = {
         "DepthLimitExceeded": DepthLimitExceeded,
         "describe": describe,
@@ -144,9 +147,8 @@ def build_decide(
             *_ret("NOT_PERMITTED", "        "),
             "    return finish(errors, rev)",
         ]
-    source = "def decide(S, R, C, rev):\n" + "\n".join(body) + "\n"
-    exec(compile(source, "<decide>", "exec"), ns)
-    fn: DecideFn = ns["decide"]
+    source = f"def {name}(S, R, C, rev):\n" + "\n".join(body) + "\n"
+    fn: DecideFn = codegen.function(source, name, ns)
     return fn
 
 
@@ -227,9 +229,9 @@ def role_test(wanted: Sequence[str], sources: RoleSources) -> ConditionFn:
     body = ["    errors = None", "    held = False", *lines]
     body += ["    if best is None and errors is not None and not held:"]
     body += ["        raise RoleBindingError(errors)", "    return best is not None"]
-    source = "def has_role(S, R, C):\n" + "\n".join(body) + "\n"
-    exec(compile(source, "<has_role>", "exec"), ns)
-    fn: ConditionFn = ns["has_role"]
+    name = codegen.identifier("has_role", wanted[0] if wanted else "none")
+    source = f"def {name}(S, R, C):\n" + "\n".join(body) + "\n"
+    fn: ConditionFn = codegen.function(source, name, ns)
     return fn
 
 

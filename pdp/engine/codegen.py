@@ -1,0 +1,48 @@
+"""One way to turn generated Python source into functions. Each source is compiled under a
+descriptive file name (`<pdp decide_document_read 3f2a9c1e>`) registered in `linecache`, so
+tracebacks, `inspect.getsource`, pdb and profilers show the generated code, as attrs does for the
+methods it writes. `pdp check --show-code` prints it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import linecache
+import re
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+# Sources registered in linecache, oldest first. Reloads compile new sources; a bound keeps a
+# long-running sidecar's linecache from growing without end (an evicted source only loses its
+# listing in a traceback, never the function).
+_MAX_SOURCES = 20_000
+_registered: OrderedDict[str, None] = OrderedDict()
+
+
+def identifier(*parts: str) -> str:
+    """A Python identifier naming what a function decides: `decide`, `document`, `read` →
+    `decide_document_read`."""
+    return "_".join(re.sub(r"\W", "_", p) for p in parts if p)
+
+
+def define(source: str, label: str, namespace: dict[str, Any]) -> dict[str, Any]:
+    """Execute `source` (one or more `def`s) in `namespace` and return it; `label` names the
+    generated file in tracebacks."""
+    digest = hashlib.sha256(source.encode()).hexdigest()[:8]
+    filename = f"<pdp {label} {digest}>"
+    exec(compile(source, filename, "exec"), namespace)
+    if filename not in _registered:
+        # mtime None: linecache.checkcache never drops it as a stale file
+        linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+        _registered[filename] = None
+        if len(_registered) > _MAX_SOURCES:
+            old, _ = _registered.popitem(last=False)
+            linecache.cache.pop(old, None)
+    return namespace
+
+
+def function(source: str, name: str, namespace: dict[str, Any]) -> Callable[..., Any]:
+    """The function `name` that `source` defines, compiled under its own name."""
+    fn: Callable[..., Any] = define(source, name, namespace)[name]
+    return fn
