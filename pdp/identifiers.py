@@ -51,6 +51,18 @@ def id_problem(value: str, *, wildcard: bool = False) -> str | None:
     return f"`{_shown(value)}` is not an id: {ID_RULE}"
 
 
+def parse_ref(ref: str) -> tuple[str, str]:
+    """`type:id` (as the CLI and policy test files write an entity) as (type, id); ValueError
+    with the problem in words if either part breaks the grammar."""
+    type_name, sep, object_id = ref.partition(":")
+    if not sep:
+        raise ValueError(f"`{_shown(ref)}` is not `type:id`")
+    problem = name_problem(type_name) or id_problem(object_id)
+    if problem:
+        raise ValueError(problem)
+    return type_name, object_id
+
+
 def _shown(value: str, limit: int = 64) -> str:
     """The value as safe one-line text for an error message: escapes shown, long values cut."""
     text = value.encode("unicode_escape").decode("ascii").replace("`", "\\x60")

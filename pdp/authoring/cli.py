@@ -12,7 +12,7 @@ from typing import Any
 from pdp.authoring.policy_tests import TestFileError, run_tests, to_attrs
 from pdp.bundle import POLICY_SUFFIX, BundleError, load_bundle
 from pdp.engine import Engine
-from pdp.identifiers import id_problem, name_problem
+from pdp.identifiers import parse_ref
 from pdp.model import Decision, Entity, Request
 from policy_lang.diagnostics import PolicyError
 from policy_lang.formatter import format_source
@@ -75,12 +75,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _entity(ref: str, attrs_json: str, flag: str) -> Entity:
-    type_name, sep, id_ = ref.partition(":")
-    if not sep:
-        raise ValueError(f"--{flag}: `{ref}` is not `type:id`")
-    problem = name_problem(type_name) or id_problem(id_)
-    if problem:
-        raise ValueError(f"--{flag}: {problem}")
+    try:
+        type_name, id_ = parse_ref(ref)
+    except ValueError as exc:
+        raise ValueError(f"--{flag}: {exc}") from None
     return Entity(type_name, id_, _json_attrs(attrs_json, f"--{flag}-attrs"))
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from pdp.bundle import Bundle
 from pdp.engine import Engine
-from pdp.identifiers import id_problem, name_problem
+from pdp.identifiers import parse_ref
 from pdp.model import Decision, Entity, RelationTuple, Request, Value
 
 
@@ -80,12 +80,10 @@ def to_attrs(raw: Mapping[str, Any], where: str) -> dict[str, Value]:
 
 
 def parse_entity(ref: str, entities: Mapping[str, Mapping[str, Value]], where: str) -> Entity:
-    type_name, sep, id_ = ref.partition(":")
-    if not sep:
-        raise TestFileError(f"{where}: `{ref}` is not `type:id`")
-    problem = name_problem(type_name) or id_problem(id_)
-    if problem:
-        raise TestFileError(f"{where}: {problem}")
+    try:
+        type_name, id_ = parse_ref(ref)
+    except ValueError as exc:
+        raise TestFileError(f"{where}: {exc}") from None
     return Entity(type_name, id_, entities.get(ref, {}))
 
 

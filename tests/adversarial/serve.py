@@ -142,6 +142,7 @@ class ServeFactory:
         self.token_db = root / "tokens.db"
         init_key_directory(self.key_dir)
         self._served: list[Served] = []
+        self._procs: list[subprocess.Popen[str]] = []
         self._clients = 0
         # the last resort: a test interrupted past its own cleanup (a timeout) leaves no server
         atexit.register(self.close)
@@ -236,12 +237,6 @@ class ServeFactory:
             err.close()
         self._procs.append(proc)
         return proc
-
-    @property
-    def _procs(self) -> list[subprocess.Popen[str]]:
-        if not hasattr(self, "_all_procs"):
-            self._all_procs: list[subprocess.Popen[str]] = []
-        return self._all_procs
 
     def close(self) -> None:
         for served in self._served:

@@ -12,7 +12,7 @@ import grpc
 import pytest
 
 from pdp._proto.pdp.v1 import pdp_pb2
-from pdp.client import check_request, entity
+from pdp.client import check_request
 from pdp.model import Entity
 
 from .saas import document, user
@@ -157,5 +157,6 @@ def test_token_subjects_follow_the_grammar(pdp_serve: ServeFactory) -> None:
     for bad in ("alice bob", "eng#member", "a@b"):
         with pytest.raises(ValueError, match="not an id"):
             pdp_serve.client(client_id=bad)
-    # what our own token exchange produces is an id
-    assert entity(Entity("user", "acme/alice")).id == "acme/alice"
+    # what our own token exchange produces (`TENANT/sub`) is an id a client may carry
+    client_id, secret = pdp_serve.client(client_id="acme/alice")
+    assert (client_id, bool(secret)) == ("acme/alice", True)
