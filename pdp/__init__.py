@@ -4,9 +4,9 @@ In process: `load_bundle(path)` → `Engine().load(bundle)` → `engine.check(Re
 """
 
 from pdp.bundle import Bundle, BundleError, bundle_from_text, load_bundle
+from pdp.bundle.tuple_schema import InvalidTuple
 from pdp.engine import Engine
 from pdp.model import Decision, Effect, Entity, Reason, RelationTuple, Request, TraceStep
-from pdp.tuple_schema import InvalidTuple
 
 __all__ = [
     "Bundle",

@@ -18,7 +18,7 @@ import jwt
 import orjson
 from cryptography.hazmat.primitives import serialization
 
-from pdp import bundle_manifest
+from pdp.bundle import manifest as bundle_manifest
 from pdp.tokens.errors import KeyConfigError
 from pdp.tokens.keys import PrivateKey, PublicKey, _load_pem, algorithm_for
 

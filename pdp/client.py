@@ -13,6 +13,7 @@ from google.protobuf import struct_pb2
 
 from pdp._proto.pdp.v1 import pdp_pb2, pdp_pb2_grpc
 from pdp.model import Entity, RelationTuple
+from pdp.sidecar.grpc.wire import tuple_message
 
 CLIENT_ERROR = "client_error"  # the reason when the client, not the sidecar, decided
 
@@ -81,29 +82,6 @@ def _failed(exc: grpc.RpcError, fail_open: bool) -> Answer:
     code = exc.code() if isinstance(exc, grpc.Call) else None
     detail = exc.details() if isinstance(exc, grpc.Call) else str(exc)
     return Answer(allowed=fail_open, reason=CLIENT_ERROR, error=f"{code}: {detail}")
-
-
-def tuple_message(t: RelationTuple) -> pdp_pb2.RelationTuple:
-    return pdp_pb2.RelationTuple(
-        object_type=t.object_type,
-        object_id=t.object_id,
-        relation=t.relation,
-        subject_type=t.subject_type,
-        subject_id=t.subject_id,
-        subject_relation=t.subject_relation,
-    )
-
-
-def tuple_of(msg: pdp_pb2.RelationTuple) -> RelationTuple:
-    """A tuple as ReadTuples answers it, back as a value (the server sends only valid ones)."""
-    return RelationTuple(
-        msg.object_type,
-        msg.object_id,
-        msg.relation,
-        msg.subject_type,
-        msg.subject_id,
-        msg.subject_relation,
-    )
 
 
 class Client:

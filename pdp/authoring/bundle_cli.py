@@ -12,9 +12,9 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 
-from pdp import bundle_manifest
 from pdp.bundle import BundleError, bundle_from_files, load_bundle
-from pdp.bundle_files import MANIFEST_FILE, SIGNATURES_FILE, BundleReadError, read_files
+from pdp.bundle import manifest as bundle_manifest
+from pdp.bundle.files import MANIFEST_FILE, SIGNATURES_FILE, BundleReadError, read_files
 from pdp.bundle_signing import ALGORITHMS, Verifier, key_id, sign
 from pdp.tokens.errors import KeyConfigError
 from pdp.tokens.keys import generate_private_key

@@ -12,6 +12,7 @@ from typing import Any
 from pdp.authoring.policy_tests import TestFileError, run_tests, to_attrs
 from pdp.bundle import POLICY_SUFFIX, BundleError, load_bundle
 from pdp.engine import Engine
+from pdp.explain import explain
 from pdp.identifiers import parse_ref
 from pdp.model import Decision, Entity, Request
 from policy_lang.diagnostics import PolicyError
@@ -138,7 +139,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     engine.load(bundle)
     if args.show_code:
         _print_generated_code(engine, request)
-    decision = engine.check(request, explain=args.explain)
+    decision = explain(engine, request) if args.explain else engine.check(request)
     print(json.dumps(decision_json(decision), indent=2))
     return 0 if decision.allowed else 3
 

@@ -3,6 +3,6 @@ decide, cache (cache), hold relation tuples (tuples). It never touches the netwo
 SQLite or files; the sidecar and the authoring tools build on it, never the reverse.
 """
 
-from pdp.engine.engine import Engine
+from pdp.engine.engine import Engine, SnapshotView
 
-__all__ = ["Engine"]
+__all__ = ["Engine", "SnapshotView"]

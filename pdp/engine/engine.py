@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from pdp.bundle import Bundle
+from pdp.bundle.tuple_schema import InvalidTuple, validate_tuple
 from pdp.engine.cache import DecisionCache
-from pdp.engine.compiler import AttributeTypeError, Entry, Snapshot, compile_policy
+from pdp.engine.compiler import AttributeTypeError, Snapshot, compile_policy
 from pdp.engine.decider import Outcome
 from pdp.engine.tuples import TupleStore
 from pdp.model import Decision, Effect, Reason, RelationTuple, Request
-from pdp.tuple_schema import InvalidTuple, validate_tuple
 
 # Enum members bound once: `Reason.X` costs ~200 ns a lookup on Python 3.11, the hot path many.
 _DENY = Effect.DENY
@@ -29,6 +29,9 @@ _FAIL_OPEN = Reason.FAIL_OPEN
 _NOT_PERMITTED = Reason.NOT_PERMITTED
 _NO_BUNDLE = Reason.NO_BUNDLE
 _STALE_TUPLES = Reason.STALE_TUPLES
+
+# A stored subject as (type, id, relation), "" for no relation.
+Subject = tuple[str, str, str]
 
 DEFAULT_MAX_DEPTH = 25
 DEFAULT_CACHE_TTL = 2.0
@@ -69,8 +72,10 @@ class _Checks:
         raise NotImplementedError
 
     def check(
-        self, request: Request, *, explain: bool = False, min_tuple_revision: int = 0
+        self, request: Request, *, min_tuple_revision: int = 0, cached: bool = True
     ) -> Decision:
+        """Decide `request`. `cached=False` neither reads nor fills the decision cache (explain
+        mode, pdp.explain, decides afresh before it attaches its trace)."""
         loaded = self._loaded
         if loaded is None:
             return Decision(_DENY, _NO_BUNDLE, (), "", self.tuple_revision)
@@ -82,19 +87,12 @@ class _Checks:
             actions = loaded.snapshot.by_type.get(resource.type)
             entry = actions.get(request.action) if actions is not None else None
             if entry is None:
-                decision = loaded.not_permitted.at(rev)
-                if explain:
-                    from pdp.explain import explain as run_explain
-
-                    return run_explain(loaded.snapshot, loaded.store, request, decision)
-                return decision
-            if explain:
-                return _explain(loaded, entry, request, rev)
+                return loaded.not_permitted.at(rev)
             subject, context = request.subject, request.context
             # The key validates every attribute the decision reads, so it runs cache or no cache.
             key = entry.key(subject, resource, context, rev)
             cache = self.cache
-            if cache.ttl > 0:
+            if cached and cache.ttl > 0:
                 hit = cache.get(key)
                 if hit is not None:
                     return hit
@@ -117,15 +115,12 @@ class _Checks:
             )
 
     def check_many(
-        self, requests: Iterable[Request], *, explain: bool = False, min_tuple_revision: int = 0
+        self, requests: Iterable[Request], *, min_tuple_revision: int = 0
     ) -> list[Decision]:
         """Answer each request independently, all on one bundle snapshot even if a reload lands
         meanwhile, so that a batch never mixes bundle revisions."""
         pinned = self.pin()
-        return [
-            pinned.check(r, explain=explain, min_tuple_revision=min_tuple_revision)
-            for r in requests
-        ]
+        return [pinned.check(r, min_tuple_revision=min_tuple_revision) for r in requests]
 
 
 class Engine(_Checks):
@@ -257,17 +252,16 @@ class SnapshotView(_Checks):
     def tuple_revision(self) -> int:
         return self._store.revision
 
+    def subjects_of(self, object_type: str, object_id: str, relation: str) -> list[Subject]:
+        """The subjects stored at `object_type:object_id#relation` in this snapshot, sorted, as
+        (type, id, relation) with "" for none: the relation lookup the reference interpreter
+        walks (pdp.explain)."""
+        out = []
+        for s in sorted(self._store.subjects.get(f"{object_type}:{object_id}#{relation}", ())):
+            head, _, subject_relation = s.partition("#")
+            subject_type, _, subject_id = head.partition(":")
+            out.append((subject_type, subject_id, subject_relation))
+        return out
+
     def pin(self) -> SnapshotView:
         return self
-
-
-def _explain(loaded: _Loaded, entry: Entry, request: Request, rev: int) -> Decision:
-    """Decide without the cache, then attach the reference interpreter's trace."""
-    from pdp.explain import explain
-
-    try:
-        entry.key(request.subject, request.resource, request.context, rev)
-        decision = entry.decide(request.subject, request.resource, request.context, rev)
-    except AttributeTypeError as exc:
-        decision = Decision(_DENY, _EVALUATION_ERROR, (), loaded.revision, rev, errors=(str(exc),))
-    return explain(loaded.snapshot, loaded.store, request, decision)

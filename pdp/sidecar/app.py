@@ -24,7 +24,7 @@ from starlette.routing import BaseRoute, Mount
 
 from pdp._proto.pdp.v1 import pdp_pb2, pdp_pb2_grpc
 from pdp.bundle import Bundle, load_bundle
-from pdp.bundle_files import QUIET_SECONDS
+from pdp.bundle.files import QUIET_SECONDS
 from pdp.bundle_signing import Verifier as BundleVerifier
 from pdp.engine import Engine
 from pdp.sidecar import audit
@@ -82,7 +82,7 @@ class Config:
     quarantine_orphans: bool = False
     # A public key (PEM, ES256 or EdDSA): only bundles whose file list it signed are loaded.
     bundle_verify_key: Path | None = None
-    # A bundle is loaded once two reads this far apart agree (pdp.bundle_files.read_stable).
+    # A bundle is loaded once two reads this far apart agree (pdp.bundle.files.read_stable).
     bundle_quiet_seconds: float = QUIET_SECONDS
 
 

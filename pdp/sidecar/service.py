@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pdp.bundle import Bundle, BundleError
 from pdp.engine import Engine
+from pdp.explain import explain as explain_decision
 from pdp.model import Decision, Request
 from pdp.sidecar import audit
 from pdp.sidecar.metrics import Metrics
@@ -79,9 +80,10 @@ class Service:
     ) -> tuple[Decision, str]:
         """Decide, audit, count: the decision and its decision id. Never raises."""
         t0 = time.perf_counter()
-        decision = self.engine.check(
-            request, explain=explain, min_tuple_revision=min_tuple_revision
-        )
+        if explain:
+            decision = explain_decision(self.engine, request, min_tuple_revision=min_tuple_revision)
+        else:
+            decision = self.engine.check(request, min_tuple_revision=min_tuple_revision)
         decision_id = self.audit.decision(request, decision, metadata)
         self.metrics.observe(decision, time.perf_counter() - t0)
         return decision, decision_id
@@ -164,9 +166,12 @@ class Batch:
     def check(
         self, request: Request, *, explain: bool = False, min_tuple_revision: int = 0
     ) -> tuple[Decision, str]:
-        decision = self._pinned.check(
-            request, explain=explain, min_tuple_revision=min_tuple_revision
-        )
+        if explain:
+            decision = explain_decision(
+                self._pinned, request, min_tuple_revision=min_tuple_revision
+            )
+        else:
+            decision = self._pinned.check(request, min_tuple_revision=min_tuple_revision)
         self._decisions.append(decision)
         return decision, self._record(request, decision, self._metadata)
 

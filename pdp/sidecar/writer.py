@@ -17,13 +17,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from pdp.bundle import Bundle, BundleError
+from pdp.bundle.tuple_schema import InvalidTuple, validate_tuple
 from pdp.engine import Engine
 from pdp.identifiers import id_problem, name_problem
 from pdp.model import RelationTuple
 from pdp.sidecar import audit
 from pdp.sidecar.tuple_log import Quarantined, TupleLog
 from pdp.tenancy import OPERATOR, Caller, Tenancy
-from pdp.tuple_schema import InvalidTuple, validate_tuple
 from policy_lang.checker import CheckedPolicy
 from policy_lang.diagnostics import Diagnostic, Loc
 

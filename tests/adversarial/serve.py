@@ -19,8 +19,9 @@ import grpc
 import httpx
 
 from pdp._proto.pdp.v1 import pdp_pb2, pdp_pb2_grpc
-from pdp.client import check_request, tuple_message
+from pdp.client import check_request
 from pdp.model import Entity, RelationTuple
+from pdp.sidecar.grpc.wire import tuple_message
 from pdp.tokens import init_key_directory
 from pdp.tokens.admin_cli import create_client
 

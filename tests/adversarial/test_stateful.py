@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from pdp._proto.pdp.v1 import pdp_pb2
-from pdp.client import tuple_of
+from pdp.sidecar.grpc.wire import tuple_of
 
 from .conftest import EXAMPLE
 from .saas import document, user, with_reviewer

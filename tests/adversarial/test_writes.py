@@ -13,8 +13,8 @@ import grpc
 import httpx
 
 from pdp._proto.pdp.v1 import pdp_pb2
-from pdp.client import tuple_of
 from pdp.model import RelationTuple
+from pdp.sidecar.grpc.wire import tuple_of
 
 from .saas import document, user, with_reviewer
 from .serve import Served, ServeFactory, code_of, operator_token, wait_for

@@ -1,5 +1,5 @@
 """Loading a bundle as a consistent whole: stable reads, the file manifest, its signature, and every
-malformed bundle.toml value as a diagnostic (pdp.bundle_files, pdp.bundle_manifest,
+malformed bundle.toml value as a diagnostic (pdp.bundle.files, pdp.bundle.manifest,
 pdp.bundle_signing, pdp.bundle)."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from pdp import bundle_manifest
 from pdp.bundle import BundleError, load_bundle
-from pdp.bundle_files import BundleUnstable, read_files, read_stable
+from pdp.bundle import manifest as bundle_manifest
+from pdp.bundle.files import BundleUnstable, read_files, read_stable
 from pdp.bundle_signing import SignatureError, Verifier, sign
 from pdp.cli import main as pdp_main
 from pdp.tokens import KeyConfigError

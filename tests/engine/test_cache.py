@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from pdp.bundle import bundle_from_text
 from pdp.engine import Engine
 from pdp.engine.cache import DecisionCache
+from pdp.explain import explain
 from pdp.model import Decision, Effect, Entity, Reason, RelationTuple, Request
 from tests.strategies import SCHEMA, requests, roles, rules, tuple_strings
 
@@ -143,7 +144,7 @@ def test_explain_never_answers_from_the_cache() -> None:
     e = engine()
     req = Request(user(level=3), "read", DOC)
     e.check(req)
-    explained = e.check(req, explain=True)
+    explained = explain(e, req)
     assert not explained.cached
     assert explained.trace
 

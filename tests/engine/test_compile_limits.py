@@ -10,8 +10,9 @@ from hypothesis import strategies as st
 from pdp.bundle import BundleError, Settings, bundle_from_text
 from pdp.engine import Engine
 from pdp.engine.conditions import ConditionFn, compile_conditions
+from pdp.explain import explain
+from pdp.explain.reference import evaluate, naive_lookup
 from pdp.model import Decision, Effect, Entity, Reason, Request
-from pdp.reference import evaluate, naive_lookup
 from policy_lang import ast, limits
 from policy_lang.checker import check
 from policy_lang.formatter import format_source
@@ -53,7 +54,7 @@ def decide(text: str, subject: Entity = ALICE, max_depth: int | None = None) -> 
     decision = engine.check(request)
     outcome = evaluate(bundle.policy, naive_lookup(bundle.tuples), request, max_depth or 25)
     assert (outcome.effect, outcome.rule_ids) == (decision.effect, decision.rule_ids)
-    assert engine.check(request, explain=True).effect is decision.effect
+    assert explain(engine, request).effect is decision.effect
     format_source(text)  # the printer walks it too
     return decision
 

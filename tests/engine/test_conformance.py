@@ -8,6 +8,7 @@ import pytest
 
 from pdp.bundle import BundleError, bundle_from_text
 from pdp.engine import Engine
+from pdp.explain import explain
 from pdp.model import Decision
 from tests.conformance.cases import (
     CACHE_KEY_BUGS,
@@ -51,7 +52,7 @@ def test_decision(case: Case, check: Check, cache_ttl: float) -> None:
 def test_explain_agrees_and_traces(case: Case, check: Check) -> None:
     engine = engine_at(case, check)
     at = check.min_tuple_revision(engine.tuple_revision)
-    explained = engine.check(check.request, explain=True, min_tuple_revision=at)
+    explained = explain(engine, check.request, min_tuple_revision=at)
     assert got(explained) == check.expected, explained
     assert not explained.cached
     if check.reason != "stale_tuples":  # refused before any rule is looked at: nothing to trace

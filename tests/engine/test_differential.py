@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 
 from pdp.bundle import Settings, bundle_from_text
 from pdp.engine import Engine
+from pdp.explain.reference import evaluate, naive_lookup
 from pdp.model import Request
-from pdp.reference import evaluate, naive_lookup
 from tests.strategies import SCHEMA, requests, roles, rules, tuple_strings
 
 

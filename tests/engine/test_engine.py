@@ -8,9 +8,9 @@ import random
 import pytest
 
 from pdp.bundle import bundle_from_text
+from pdp.bundle.tuple_schema import InvalidTuple
 from pdp.engine import Engine
 from pdp.model import Effect, Entity, Reason, RelationTuple, Request
-from pdp.tuple_schema import InvalidTuple
 
 POLICY = """
 type user { attributes { tenant: string } }

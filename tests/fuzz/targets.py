@@ -17,8 +17,8 @@ from google.protobuf.message import DecodeError
 from pdp._proto.pdp.v1 import pdp_pb2
 from pdp.bundle import BundleError, bundle_from_text, load_bundle
 from pdp.engine import Engine
+from pdp.explain.reference import evaluate
 from pdp.model import Decision, Entity, Request
-from pdp.reference import evaluate
 from pdp.sidecar import audit
 from pdp.sidecar.grpc.servicers import AuthorizerServicer
 from pdp.sidecar.grpc.status import RequestInvalid, Unauthenticated
@@ -33,7 +33,7 @@ ROOT = Path(__file__).parents[2]
 SAAS = ROOT / "bundles" / "saas"
 
 try:  # the loader's file manifest, where the loader has one
-    from pdp.bundle_files import MANIFEST_FILE
+    from pdp.bundle.files import MANIFEST_FILE
 except ImportError:  # pragma: no cover - an older loader
     MANIFEST_FILE = ""
 

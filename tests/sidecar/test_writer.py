@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 
 from pdp.bundle import bundle_from_text
+from pdp.bundle.tuple_schema import InvalidTuple
 from pdp.engine import Engine
 from pdp.model import RelationTuple
 from pdp.sidecar import audit
 from pdp.sidecar.tuple_log import TupleLog
 from pdp.sidecar.writer import Writer
 from pdp.tenancy import Caller, TenantDenied
-from pdp.tuple_schema import InvalidTuple
 
 POLICY = """
 type user {}

@@ -15,7 +15,6 @@ import grpc
 from google.protobuf import struct_pb2
 
 from pdp._proto.pdp.v1 import pdp_pb2, pdp_pb2_grpc
-from pdp.client import tuple_message
 from pdp.model import EMPTY, Entity, RelationTuple, Request, Value
 from pdp.sidecar import audit
 from pdp.sidecar.grpc import wire
@@ -259,7 +258,9 @@ class AdminServicer(pdp_pb2_grpc.AdminServicer):
         if start + size < len(tuples):
             token = base64.urlsafe_b64encode(str(page[-1]).encode()).decode()
         return pdp_pb2.ReadTuplesResponse(
-            tuples=[tuple_message(t) for t in page], next_page_token=token, tuple_revision=revision
+            tuples=[wire.tuple_message(t) for t in page],
+            next_page_token=token,
+            tuple_revision=revision,
         )
 
     def BundleStatus(

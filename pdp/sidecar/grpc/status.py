@@ -11,10 +11,10 @@ from typing import NoReturn
 
 import grpc
 
+from pdp.bundle.tuple_schema import InvalidTuple
 from pdp.sidecar import audit
 from pdp.tenancy import TenantDenied
 from pdp.tokens.errors import InvalidToken
-from pdp.tuple_schema import InvalidTuple
 
 log = logging.getLogger(__name__)
 

@@ -190,6 +190,29 @@ def fill(resp: pdp_pb2.CheckResponse, dec: Decision, decision_id: str) -> None:
         )
 
 
+def tuple_message(t: RelationTuple) -> pdp_pb2.RelationTuple:
+    return pdp_pb2.RelationTuple(
+        object_type=t.object_type,
+        object_id=t.object_id,
+        relation=t.relation,
+        subject_type=t.subject_type,
+        subject_id=t.subject_id,
+        subject_relation=t.subject_relation,
+    )
+
+
+def tuple_of(msg: pdp_pb2.RelationTuple) -> RelationTuple:
+    """A tuple as ReadTuples answers it, back as a value (the server sends only valid ones)."""
+    return RelationTuple(
+        msg.object_type,
+        msg.object_id,
+        msg.relation,
+        msg.subject_type,
+        msg.subject_id,
+        msg.subject_relation,
+    )
+
+
 def timestamp(unix: float) -> timestamp_pb2.Timestamp:
     ts = timestamp_pb2.Timestamp()
     ts.FromNanoseconds(int(unix * 1e9))

@@ -1,8 +1,8 @@
 """Bundle loading: a directory of a manifest, policy files, tuple files and policy tests.
 
 Everything is validated before a Bundle exists; a bundle with any error is refused whole, with every
-error at its file:line:col (BundleError.diagnostics). The files are read by `pdp.bundle_files` and
-checked against the bundle's file manifest (`pdp.bundle_manifest`) before anything is parsed.
+error at its file:line:col (BundleError.diagnostics). The files are read by `pdp.bundle.files` and
+checked against the bundle's file manifest (`pdp.bundle.manifest`) before anything is parsed.
 """
 
 from __future__ import annotations
@@ -16,18 +16,18 @@ from typing import Any
 
 import orjson
 
-from pdp import bundle_manifest
-from pdp.bundle_files import (
+from pdp.bundle import manifest as bundle_manifest
+from pdp.bundle.files import (
     SETTLE_TIMEOUT_SECONDS,
     BundleFiles,
     BundleReadError,
     BundleUnstable,
     read_stable,
 )
-from pdp.bundle_manifest import VerifySignatures
+from pdp.bundle.manifest import VerifySignatures
+from pdp.bundle.tuple_schema import InvalidTuple, validate_tuple
 from pdp.model import RelationTuple, TupleSyntaxError
 from pdp.tenancy import Tenancy, parse_tenancy
-from pdp.tuple_schema import InvalidTuple, validate_tuple
 from policy_lang import ast
 from policy_lang.checker import CheckedPolicy, check
 from policy_lang.diagnostics import Diagnostic, Loc, PolicyError, with_sources
@@ -78,7 +78,7 @@ def load_bundle(
 ) -> Bundle:
     """Load and validate the bundle directory at `path`; BundleError lists every problem.
 
-    `quiet_seconds` > 0 reads the files as a stable whole (see `pdp.bundle_files.read_stable`): the
+    `quiet_seconds` > 0 reads the files as a stable whole (see `pdp.bundle.files.read_stable`): the
     sidecar loads this way, since a file may be half written when a change is noticed. A bundle
     still changing after `settle_timeout` seconds is refused. With a `.manifest.json` the files
     must be exactly the listed ones; `verify` (from `pdp.bundle_signing.Verifier`) demands a

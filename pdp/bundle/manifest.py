@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from pdp.bundle_files import MANIFEST_FILE, SIGNATURES_FILE, BundleFiles
+from pdp.bundle.files import MANIFEST_FILE, SIGNATURES_FILE, BundleFiles
 from policy_lang.diagnostics import Diagnostic, Loc
 
 HASH_ALGORITHM = "SHA-256"
