@@ -93,6 +93,24 @@ def decode(
     require: list[str],
     now: float,
 ) -> dict[str, Any]:
+    """The claims of `token`, signed by `key` and checked against the caller's clock."""
+    claims = _verified_claims(
+        token, key, audience=audience, issuer=issuer, leeway=leeway, require=require
+    )
+    _check_claims(claims, audience=audience, issuer=issuer, leeway=leeway, now=now)
+    return claims
+
+
+def _verified_claims(
+    token: str,
+    key: VerificationKey,
+    *,
+    audience: str,
+    issuer: str,
+    leeway: float,
+    require: list[str],
+) -> dict[str, Any]:
+    """The library's signature and registered-claim checks, each failure named by a fixed reason."""
     try:
         claims: dict[str, Any] = jwt.decode(
             token,
@@ -118,6 +136,12 @@ def decode(
         fail(f"missing claim `{claim}`")
     except (jwt.PyJWTError, ValueError, TypeError):
         fail("invalid token")
+    return claims
+
+
+def _check_claims(
+    claims: Mapping[str, Any], *, audience: str, issuer: str, leeway: float, now: float
+) -> None:
     # Belt and braces over the library: exact string issuer, audience present and ours.
     if claims.get("iss") != issuer or not isinstance(claims.get("iss"), str):
         fail("wrong issuer")
@@ -133,7 +157,6 @@ def decode(
         fail("expired")
     if claims.get("nbf", 0) > now + leeway or claims.get("iat", 0) > now + leeway:
         fail("not yet valid")
-    return claims
 
 
 def str_claim(claims: Mapping[str, Any], name: str) -> str:
