@@ -8,10 +8,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pdp.tokens.credentials import make_client
+from pdp.tokens import clients
+from pdp.tokens.clients import CLIENT_CREDENTIALS, GRANT_TYPES
 from pdp.tokens.keys import ALGORITHMS, DEFAULT_ALGORITHM, KeyRing, init_key_directory
 from pdp.tokens.runtime import TokenConfig
-from pdp.tokens.service import CLIENT_CREDENTIALS, GRANT_TYPES
 from pdp.tokens.store import TokenStore
 
 
@@ -24,19 +24,20 @@ def create_client(
     roles: tuple[str, ...] = (),
     grant_types: tuple[str, ...] = (CLIENT_CREDENTIALS,),
 ) -> str:
-    """Store a new client (or re-key an existing one) and return its secret."""
-    unknown = set(grant_types) - set(GRANT_TYPES)
-    if unknown:
-        raise ValueError(f"unknown grant types: {', '.join(sorted(unknown))}")
-    client, secret = make_client(
-        client_id, tenant=tenant, scopes=scopes, roles=roles, grant_types=grant_types
-    )
+    """Store a new client (or re-key an existing one) in the SQLite file; return its secret."""
     store = TokenStore(db_path)
     try:
-        store.put_client(client, time.time())
+        return clients.create_client(
+            store,
+            client_id,
+            tenant=tenant,
+            scopes=scopes,
+            roles=roles,
+            grant_types=grant_types,
+            now=time.time(),
+        )
     finally:
         store.close()
-    return secret
 
 
 def _create_client(args: argparse.Namespace) -> int:

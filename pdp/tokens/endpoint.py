@@ -21,15 +21,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from pdp.tokens.clients import CLIENT_CREDENTIALS, GRANT_TYPES, REFRESH_TOKEN, TOKEN_EXCHANGE
 from pdp.tokens.errors import OAuthError
 from pdp.tokens.keys import KeyRing
-from pdp.tokens.service import (
-    CLIENT_CREDENTIALS,
-    GRANT_TYPES,
-    REFRESH_TOKEN,
-    TOKEN_EXCHANGE,
-    TokenService,
-)
+from pdp.tokens.service import TokenService
 from pdp.tokens.store import Client
 
 log = logging.getLogger(__name__)

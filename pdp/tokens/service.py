@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pdp.tenancy import ANY_TENANT
-from pdp.tokens.credentials import hash_secret, make_client, new_secret, secret_matches
+from pdp.tokens import clients
+from pdp.tokens.clients import CLIENT_CREDENTIALS, REFRESH_TOKEN, TOKEN_EXCHANGE
+from pdp.tokens.credentials import hash_secret, new_secret, secret_matches
 from pdp.tokens.errors import InvalidToken, OAuthError
 from pdp.tokens.idp import IdPVerifier
 from pdp.tokens.issuer import AccessTokenIssuer, IssuedToken
@@ -22,13 +24,9 @@ from pdp.tokens.ratelimit import FailureLimiter
 from pdp.tokens.store import Client, Family, RotateOutcome, TokenStore
 from pdp.tokens.verifier import Verifier
 
-CLIENT_CREDENTIALS = "client_credentials"
-REFRESH_TOKEN = "refresh_token"
-TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 ID_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:id_token"
 JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
-GRANT_TYPES = (CLIENT_CREDENTIALS, REFRESH_TOKEN, TOKEN_EXCHANGE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,19 +97,17 @@ class TokenService:
         grant_types: tuple[str, ...] = (CLIENT_CREDENTIALS,),
         subject: str | None = None,
     ) -> str:
-        """Create or re-key a client. Returns its secret: the only time it exists in clear."""
-        unknown = set(grant_types) - set(GRANT_TYPES)
-        if unknown:
-            raise ValueError(f"unknown grant types: {', '.join(sorted(unknown))}")
-        client, secret = make_client(
+        """Create or re-key a client (`pdp.tokens.clients.create_client`). Returns its secret."""
+        secret = clients.create_client(
+            self.store,
             client_id,
             tenant=tenant,
             scopes=scopes,
             roles=roles,
             grant_types=grant_types,
             subject=subject,
+            now=self._clock(),
         )
-        self.store.put_client(client, self._clock())
         self._emit("client_created", client_id=client_id, tenant=tenant)
         return secret
 

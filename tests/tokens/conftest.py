@@ -15,8 +15,8 @@ import uvicorn
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from pdp.tokens import KeyRing, Verifier
+from pdp.tokens.clients import TOKEN_EXCHANGE
 from pdp.tokens.keys import init_key_directory
-from pdp.tokens.service import TOKEN_EXCHANGE
 
 from .support import (
     AUDIENCE,

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from pdp.tokens import InvalidToken, OAuthError, TokenRuntime
-from pdp.tokens.service import REFRESH_TOKEN, TOKEN_EXCHANGE
+from pdp.tokens.clients import REFRESH_TOKEN, TOKEN_EXCHANGE
 from pdp.tokens.store import Client
 
 from .support import ISSUER, IdP, make_runtime
