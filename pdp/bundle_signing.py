@@ -19,6 +19,7 @@ import orjson
 from cryptography.hazmat.primitives import serialization
 
 from pdp.bundle import manifest as bundle_manifest
+from pdp.errors import Refused
 from pdp.tokens.errors import KeyConfigError
 from pdp.tokens.keys import PrivateKey, PublicKey, _load_pem, algorithm_for
 
@@ -29,7 +30,7 @@ MAX_SIGNATURES_BYTES = 64 << 20
 _HEADER = frozenset({"alg", "kid", "typ"})
 
 
-class SignatureError(ValueError):
+class SignatureError(Refused):
     """The bundle's signature cannot be trusted; the message says why (never key material)."""
 
 

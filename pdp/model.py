@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from types import MappingProxyType
 
+from pdp.errors import InvalidRequest
 from pdp.identifiers import ID_PATTERN, ID_RULE, NAME_PATTERN
 
 # An attribute value as the engine sees it. Lists arriving from the wire become frozensets.
@@ -107,7 +108,7 @@ _SUBJECT_ID = re.compile(rf"{ID_PATTERN}|\*").fullmatch
 _RELATION = re.compile(NAME_PATTERN).fullmatch
 
 
-class TupleSyntaxError(ValueError):
+class TupleSyntaxError(InvalidRequest):
     """A relation tuple string is not of the form `type:id#relation@type:id[#relation]`."""
 
 

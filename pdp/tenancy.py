@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pdp.errors import PermissionDenied
 from pdp.identifiers import WILDCARD, is_name
 from pdp.model import RelationTuple
 
@@ -20,7 +21,7 @@ from pdp.model import RelationTuple
 ANY_TENANT = "*"
 
 
-class TenantDenied(PermissionError):
+class TenantDenied(PermissionDenied):
     """A credential bound to one tenant asked to touch another tenant's tuples (PERMISSION_DENIED)."""
 
 

@@ -16,11 +16,12 @@ from typing import Any
 
 from pdp.bundle import Bundle
 from pdp.engine import Engine
+from pdp.errors import Refused
 from pdp.identifiers import parse_ref
 from pdp.model import Decision, Entity, RelationTuple, Request, Value
 
 
-class TestFileError(ValueError):
+class TestFileError(Refused):
     """A test file is malformed; the message names the file and the field."""
 
 

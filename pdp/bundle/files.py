@@ -19,6 +19,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pdp.errors import Unavailable
+
 # Names starting with a dot are not part of a bundle: editors' temporary files, `.git/`, and the
 # bundle's own file manifest and signature (read separately, see META_FILES).
 HIDDEN_PREFIX = "."
@@ -32,7 +34,7 @@ QUIET_SECONDS = 0.25
 SETTLE_TIMEOUT_SECONDS = 5.0
 
 
-class BundleReadError(OSError):
+class BundleReadError(Unavailable):
     """The bundle directory cannot be read as a whole."""
 
 

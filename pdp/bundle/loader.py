@@ -26,6 +26,7 @@ from pdp.bundle.files import (
 )
 from pdp.bundle.manifest import VerifySignatures
 from pdp.bundle.tuple_schema import InvalidTuple, validate_tuple
+from pdp.errors import Refused
 from pdp.model import RelationTuple, TupleSyntaxError
 from pdp.tenancy import Tenancy, parse_tenancy
 from policy_lang import ast
@@ -39,7 +40,7 @@ TUPLE_SUFFIX = ".jsonl"
 TEST_SUFFIX = ".test.toml"
 
 
-class BundleError(ValueError):
+class BundleError(Refused):
     """The bundle was refused; `.diagnostics` lists every problem."""
 
     def __init__(self, diagnostics: list[Diagnostic]) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from pdp.bundle.files import MANIFEST_FILE, SIGNATURES_FILE, BundleFiles
+from pdp.errors import Refused
 from policy_lang.diagnostics import Diagnostic, Loc
 
 HASH_ALGORITHM = "SHA-256"
@@ -25,7 +26,7 @@ _HEX = re.compile(r"^[0-9a-f]{64}$")
 VerifySignatures = Callable[[bytes], Mapping[str, str]]
 
 
-class ManifestError(ValueError):
+class ManifestError(Refused):
     """Not a file list: `{"files": [{"name": ..., "hash": ..., "algorithm": "SHA-256"}, ...]}`."""
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from pdp.errors import InvalidRequest
 from pdp.model import RelationTuple
 from policy_lang.checker import CheckedPolicy
 
 
-class InvalidTuple(ValueError):
+class InvalidTuple(InvalidRequest):
     """A tuple does not fit the bundle's schema; the message names the tuple and the problem."""
 
 

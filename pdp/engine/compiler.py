@@ -18,6 +18,7 @@ from pdp.engine.conditions import ConditionFn, compile_conditions, read_paths, r
 from pdp.engine.decider import DecideFn, RoleSources, build_decide, role_test
 from pdp.engine.rebac import RelationGraph
 from pdp.engine.tuples import TupleStore
+from pdp.errors import EvaluationError
 from pdp.model import Entity, Value
 from policy_lang import ast
 from policy_lang.checker import PYTHON_TYPES, CheckedPolicy
@@ -25,7 +26,7 @@ from policy_lang.checker import PYTHON_TYPES, CheckedPolicy
 KeyFn = Callable[[Entity, Entity, Mapping[str, Value], int], Hashable]
 
 
-class AttributeTypeError(TypeError):
+class AttributeTypeError(EvaluationError, TypeError):
     """A request attribute does not have the type the schema declares (a caller error: deny)."""
 
 

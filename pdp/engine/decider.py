@@ -21,6 +21,7 @@ from typing import Any
 from pdp.engine import codegen
 from pdp.engine.conditions import ConditionFn
 from pdp.engine.rebac import DepthLimitExceeded
+from pdp.errors import EvaluationError
 from pdp.model import Decision, Effect, Entity, Reason, Value
 
 DecideFn = Callable[[Entity, Entity, Mapping[str, Value], int], Decision]
@@ -30,7 +31,7 @@ ErrorInfo = tuple[str, str, bool]
 _ALLOW, _DENY = Effect.ALLOW, Effect.DENY
 
 
-class RoleBindingError(Exception):
+class RoleBindingError(EvaluationError):
     """A role binding erred and no wanted role was found held within its scope: the role question
     has no answer. `errors` lists every binding that erred."""
 

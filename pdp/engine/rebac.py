@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Container
 
 from pdp.engine.tuples import TupleStore
+from pdp.errors import EvaluationError
 from pdp.model import Entity
 from policy_lang import ast
 from policy_lang.checker import CheckedPolicy
@@ -19,7 +20,7 @@ from policy_lang.checker import CheckedPolicy
 RelationFn = Callable[[str, str, int, set[str]], bool]
 
 
-class DepthLimitExceeded(Exception):
+class DepthLimitExceeded(EvaluationError):
     """The relation walk went deeper than the configured limit; the decision is a deny."""
 
 

@@ -27,6 +27,7 @@ from pdp.bundle import Bundle, load_bundle
 from pdp.bundle.files import QUIET_SECONDS
 from pdp.bundle_signing import Verifier as BundleVerifier
 from pdp.engine import Engine
+from pdp.errors import Unavailable
 from pdp.sidecar import audit
 from pdp.sidecar.data_dir import DataDirLock
 from pdp.sidecar.grpc.auth import AdminAuth, subjects_from
@@ -112,7 +113,7 @@ def bundle_loader(cfg: Config) -> Callable[[Path], Bundle]:
     return load
 
 
-class CannotListen(OSError):
+class CannotListen(Unavailable):
     """A listen address is busy (or not ours): `cannot listen on HOST:PORT: REASON`."""
 
     def __init__(self, address: str, reason: str) -> None:

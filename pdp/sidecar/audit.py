@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from pdp.errors import Overloaded
 from pdp.model import Decision, Effect, Request
 
 DECISION = "decision"
@@ -40,7 +41,7 @@ MASK = "***"
 NEVER_LOGGED_METADATA = frozenset({"authorization", "cookie", "proxy-authorization"})
 
 
-class TooManySubscribers(RuntimeError):
+class TooManySubscribers(Overloaded):
     """The configured maximum number of audit subscribers is already connected."""
 
 

@@ -12,10 +12,12 @@ import fcntl
 import os
 from pathlib import Path
 
+from pdp.errors import Unavailable
+
 LOCK_FILE = "pdp.lock"
 
 
-class DataDirInUse(RuntimeError):
+class DataDirInUse(Unavailable, RuntimeError):
     """Another live process holds this data directory."""
 
 

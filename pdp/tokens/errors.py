@@ -1,26 +1,30 @@
 """The token package's exceptions; messages never carry a token, a secret or key material.
 
 TokenError(Exception)
- ├── InvalidToken(ValueError)   a credential that must be answered with UNAUTHENTICATED
- ├── KeyConfigError(ValueError) the key directory or a trusted-IdP file is unusable
+ ├── InvalidToken               a credential that must be answered with UNAUTHENTICATED
+ │                              (also pdp.errors.Unauthenticated, and a ValueError)
+ ├── KeyConfigError             the key directory or a trusted-IdP file is unusable
+ │                              (also pdp.errors.Refused)
  └── OAuthError                 a token-endpoint failure carrying its RFC 6749 error code
 """
 
 from __future__ import annotations
+
+from pdp.errors import Refused, Unauthenticated
 
 
 class TokenError(Exception):
     """Base of every error this package raises on purpose."""
 
 
-class InvalidToken(TokenError, ValueError):
+class InvalidToken(TokenError, Unauthenticated, ValueError):
     """The token is not acceptable: malformed, forged, expired, revoked or foreign.
 
     The message is a short fixed reason (`expired`, `unknown kid`, ...) and never the token.
     """
 
 
-class KeyConfigError(TokenError, ValueError):
+class KeyConfigError(TokenError, Refused):
     """A key file, the key directory or a trusted-IdP configuration cannot be used."""
 
 
