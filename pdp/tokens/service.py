@@ -21,7 +21,7 @@ from pdp.tokens.idp import IdPVerifier
 from pdp.tokens.issuer import AccessTokenIssuer, IssuedToken
 from pdp.tokens.keys import EventHook
 from pdp.tokens.ratelimit import FailureLimiter
-from pdp.tokens.store import Client, Family, RotateOutcome, TokenStore
+from pdp.tokens.store import Client, Family, RotateOutcome, RotateResult, TokenStore
 from pdp.tokens.verifier import Verifier
 
 ID_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:id_token"
@@ -145,27 +145,54 @@ class TokenService:
             raise OAuthError("invalid_scope", "a requested scope was not granted to this client")
         return tuple(sorted(wanted))
 
+    def _issue(
+        self,
+        event: str,
+        client: Client,
+        *,
+        subject: str,
+        tenant: str,
+        roles: tuple[str, ...],
+        scopes: tuple[str, ...],
+        record: Callable[[IssuedToken], None] | None = None,
+        **fields: Any,
+    ) -> IssuedToken:
+        """Issue an access token, let `record` store what must be kept beside it, then emit
+        `event`. Every grant issues here; a `record` that raises leaves no event behind.
+        """
+        access = self.issuer.issue(
+            subject=subject,
+            tenant=tenant,
+            client_id=client.client_id,
+            roles=roles,
+            scopes=scopes,
+        )
+        if record is not None:
+            record(access)
+        self._emit(
+            event,
+            client_id=client.client_id,
+            subject=subject,
+            tenant=tenant,
+            **fields,
+            jti=access.jti,
+            kid=access.kid,
+        )
+        return access
+
     def client_credentials(self, client: Client, scope: str | None) -> TokenResponse:
         # A client of tenant `*` granted client_credentials is an operator's credential: its
         # tokens are bound to no tenant (claim `tenant: "*"`), which cross-tenant admin calls
         # need (pdp.tenancy). As a Check subject, `*` equals no tenant a policy compares it to.
         self._check_grant(client, CLIENT_CREDENTIALS)
-        scopes = self._scopes(scope, client.scopes)
-        access = self.issuer.issue(
-            subject=client.subject,
-            tenant=client.tenant,
-            client_id=client.client_id,
-            roles=client.roles,
-            scopes=scopes,
-        )
-        self._emit(
+        access = self._issue(
             "issued",
-            grant=CLIENT_CREDENTIALS,
-            client_id=client.client_id,
+            client,
             subject=client.subject,
             tenant=client.tenant,
-            jti=access.jti,
-            kid=access.kid,
+            roles=client.roles,
+            scopes=self._scopes(scope, client.scopes),
+            grant=CLIENT_CREDENTIALS,
         )
         return TokenResponse(access)
 
@@ -199,13 +226,6 @@ class TokenService:
             allowed &= set(identity.idp.scopes)
         scopes = self._scopes(scope, frozenset(allowed))
         now = self._clock()
-        access = self.issuer.issue(
-            subject=identity.subject,
-            tenant=identity.tenant,
-            client_id=client.client_id,
-            roles=identity.roles,
-            scopes=scopes,
-        )
         refresh = new_secret()
         family = Family(
             family_id=secrets.token_urlsafe(12),
@@ -217,19 +237,23 @@ class TokenService:
             expires_at=now + self.refresh_lifetime,
             revoked=False,
         )
-        self.store.start_family(
-            family, hash_secret(refresh), now=now, access_jti=access.jti, access_exp=access.exp
-        )
-        self._emit(
+
+        def start_family(access: IssuedToken) -> None:
+            self.store.start_family(
+                family, hash_secret(refresh), now=now, access_jti=access.jti, access_exp=access.exp
+            )
+
+        access = self._issue(
             "issued",
-            grant=TOKEN_EXCHANGE,
-            client_id=client.client_id,
+            client,
             subject=identity.subject,
             tenant=identity.tenant,
+            roles=identity.roles,
+            scopes=scopes,
+            record=start_family,
+            grant=TOKEN_EXCHANGE,
             idp=identity.issuer,
-            jti=access.jti,
             family_id=family.family_id,
-            kid=access.kid,
         )
         return TokenResponse(access, refresh, ACCESS_TOKEN_TYPE)
 
@@ -244,24 +268,33 @@ class TokenService:
         if found is None or found[0].client_id != client.client_id:
             raise OAuthError("invalid_grant", "unknown refresh token")
         family = found[0]
-        # Scopes can only narrow within the family's original grant (RFC 6749 §6).
-        scopes = self._scopes(scope, tuple(family.scope.split()))
-        access = self.issuer.issue(
+        new_refresh = new_secret()
+
+        def rotate(access: IssuedToken) -> None:
+            result = self.store.rotate(
+                hash_secret(refresh_token),
+                hash_secret(new_refresh),
+                client_id=client.client_id,
+                now=now,
+                access_jti=access.jti,
+                access_exp=access.exp,
+            )
+            self._check_rotation(result, client, family)
+
+        access = self._issue(
+            "refreshed",
+            client,
             subject=family.subject,
             tenant=family.tenant,
-            client_id=client.client_id,
             roles=family.roles,
-            scopes=scopes,
+            # Scopes can only narrow within the family's original grant (RFC 6749 §6).
+            scopes=self._scopes(scope, tuple(family.scope.split())),
+            record=rotate,
+            family_id=family.family_id,
         )
-        new_refresh = new_secret()
-        result = self.store.rotate(
-            hash_secret(refresh_token),
-            hash_secret(new_refresh),
-            client_id=client.client_id,
-            now=now,
-            access_jti=access.jti,
-            access_exp=access.exp,
-        )
+        return TokenResponse(access, new_refresh)
+
+    def _check_rotation(self, result: RotateResult, client: Client, family: Family) -> None:
         if result.outcome is RotateOutcome.REUSED:
             self.verifier.add_revocations(result.revoked_jtis)
             self._emit(
@@ -275,16 +308,6 @@ class TokenService:
             raise OAuthError("invalid_grant", "refresh token already used; its family is revoked")
         if result.outcome is not RotateOutcome.ROTATED:
             raise OAuthError("invalid_grant", f"refresh token {result.outcome.value}")
-        self._emit(
-            "refreshed",
-            client_id=client.client_id,
-            family_id=family.family_id,
-            subject=family.subject,
-            tenant=family.tenant,
-            jti=access.jti,
-            kid=access.kid,
-        )
-        return TokenResponse(access, new_refresh)
 
     # -- revocation and introspection ----------------------------------------------------------
 

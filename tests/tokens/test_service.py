@@ -197,6 +197,65 @@ def test_refresh_rotates_and_reuse_revokes_the_family(
     _assert_no_secrets(events, first.refresh_token, third.refresh_token, first.access.token)
 
 
+def test_every_grant_emits_one_event_with_its_identifiers(
+    runtime: TokenRuntime, web: Client, idps: tuple[IdP, IdP, Path], events: Events
+) -> None:
+    m2m = _client(runtime, "m2m", tenant="acme", scopes=("a",))
+    cc = runtime.service.client_credentials(m2m, None).access
+    exchanged = _exchange(runtime, web, idps[0])
+    refreshed = runtime.service.refresh(web, exchanged.refresh_token, None)
+    issued = [(k, f) for k, f in events if k in ("issued", "refreshed")]
+    family_id = issued[1][1]["family_id"]
+    assert issued == [
+        (
+            "issued",
+            {
+                "client_id": "m2m",
+                "subject": "m2m",
+                "tenant": "acme",
+                "grant": "client_credentials",
+                "jti": cc.jti,
+                "kid": cc.kid,
+            },
+        ),
+        (
+            "issued",
+            {
+                "client_id": "web",
+                "subject": "acme/alice",
+                "tenant": "acme",
+                "grant": TOKEN_EXCHANGE,
+                "idp": idps[0].issuer,
+                "family_id": family_id,
+                "jti": exchanged.access.jti,
+                "kid": exchanged.access.kid,
+            },
+        ),
+        (
+            "refreshed",
+            {
+                "client_id": "web",
+                "subject": "acme/alice",
+                "tenant": "acme",
+                "family_id": family_id,
+                "jti": refreshed.access.jti,
+                "kid": refreshed.access.kid,
+            },
+        ),
+    ]
+
+
+def test_a_refused_rotation_emits_no_refreshed_event(
+    runtime: TokenRuntime, web: Client, idps: tuple[IdP, IdP, Path], events: Events
+) -> None:
+    first = _exchange(runtime, web, idps[0])
+    runtime.service.refresh(web, first.refresh_token, None)
+    events.clear()
+    with pytest.raises(OAuthError):
+        runtime.service.refresh(web, first.refresh_token, None)
+    assert [k for k, _ in events] == ["reuse_detected"]
+
+
 def test_refresh_cannot_widen_scope_or_cross_clients(
     runtime: TokenRuntime, web: Client, idps: tuple[IdP, IdP, Path]
 ) -> None:
