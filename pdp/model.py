@@ -21,6 +21,8 @@ EMPTY: Mapping[str, Value] = MappingProxyType({})
 
 
 class Effect(Enum):
+    """ALLOW or DENY: the answer to a check. Anything but an explicit ALLOW is a deny."""
+
     # Enum's own __hash__ is Python code, slow where decisions are counted and converted;
     # members are singletons, so identity hashing is exact.
     __hash__ = object.__hash__
@@ -51,6 +53,8 @@ _ALLOW = Effect.ALLOW  # bound once: enum member lookups are slow on Python 3.11
 
 @dataclass(frozen=True, slots=True)
 class Entity:
+    """A subject or a resource: `type:id` and the attributes conditions may read."""
+
     type: str
     id: str
     attrs: Mapping[str, Value] = field(default_factory=lambda: EMPTY)
@@ -61,6 +65,8 @@ class Entity:
 
 @dataclass(frozen=True, slots=True)
 class Request:
+    """May `subject` do `action` on `resource`, in `context` (request-time attributes)?"""
+
     subject: Entity
     action: str
     resource: Entity
@@ -79,6 +85,9 @@ class TraceStep:
 
 @dataclass(frozen=True, slots=True)
 class Decision:
+    """The answer to a Request: the effect, why (`reason`), the rules that decided, the bundle
+    and tuple revisions it was taken at, and any evaluation errors (which always deny)."""
+
     effect: Effect
     reason: Reason
     rule_ids: tuple[str, ...]

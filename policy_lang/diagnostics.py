@@ -11,6 +11,8 @@ from dataclasses import dataclass, field, replace
 
 @dataclass(frozen=True, slots=True, order=True)
 class Loc:
+    """Where in a policy file: 1-based line and column (`end_col` 0 when unknown)."""
+
     file: str
     line: int
     col: int
@@ -26,6 +28,8 @@ NO_LOC = Loc("<unknown>", 0, 0)
 
 @dataclass(frozen=True, slots=True)
 class Diagnostic:
+    """One problem found in a policy: a stable code, a message and where it is."""
+
     code: str  # stable, e.g. "syntax_error", "unknown_type"
     message: str  # lowercase, user input in backticks
     loc: Loc

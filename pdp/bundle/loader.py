@@ -59,6 +59,9 @@ class Settings:
 
 @dataclass(frozen=True, slots=True)
 class Bundle:
+    """A loaded, fully validated bundle: the checked policy, its tuples and tests, its settings,
+    and a revision that changes with every edit of its content."""
+
     name: str
     revision: str  # the manifest's revision plus a digest of the content, so every edit is visible
     settings: Settings
