@@ -1,6 +1,12 @@
 """pdp: the authorization engine and its sidecar.
 
-In process: `load_bundle(path)` → `Engine().load(bundle)` → `engine.check(Request(...))` → Decision.
+In process: `load_bundle(path)` → `Engine().load(bundle)` → `engine.check(Request(...))` → Decision;
+`pdp.explain.explain(engine, request)` adds the trace of why.
+
+The packages, each importing only those below it (an import-linter `layers` contract; the map with
+what each owns is docs/architecture.md):
+    cli → serve_cli → client | authoring → sidecar → bundle_signing → tokens → explain → engine
+        → bundle → tenancy → model → identifiers → errors
 """
 
 from pdp.bundle import Bundle, BundleError, bundle_from_text, load_bundle
