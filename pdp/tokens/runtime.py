@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from starlette.applications import Starlette
 
@@ -22,6 +24,12 @@ from pdp.tokens.store import TokenStore
 from pdp.tokens.verifier import Verifier
 
 log = logging.getLogger(__name__)
+
+
+class StopSignal(Protocol):
+    """What the maintenance loop waits on: `wait(timeout)` is True once it should stop."""
+
+    def wait(self, timeout: float | None = None) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,13 +79,25 @@ class TokenRuntime:
         self.service.sync_revocations()
         self.verifier.forget_expired_revocations()
 
-    async def maintain_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.config.maintenance_interval)
+    def maintain_until(self, stop: StopSignal) -> None:
+        """The one maintenance loop: a pass every `maintenance_interval` seconds until `stop` is
+        set (a `threading.Event`; tests pass their own). The sidecar runs it on a thread.
+        """
+        while not stop.wait(self.config.maintenance_interval):
             try:
                 self.maintain()
             except Exception:  # keep the last good keys; the next pass tries again
                 log.exception("token maintenance failed")
+
+    async def maintain_forever(self) -> None:
+        """`maintain_until` on a worker thread for as long as this coroutine runs (the token
+        app's lifespan); cancelling it stops the loop. Passes never block the event loop.
+        """
+        stop = threading.Event()
+        try:
+            await asyncio.to_thread(self.maintain_until, stop)
+        finally:
+            stop.set()
 
     def close(self) -> None:
         self.store.close()
