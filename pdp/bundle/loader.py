@@ -121,69 +121,86 @@ def _no_bundle(root: Path, message: str) -> Diagnostic:
     return Diagnostic("no_bundle", message, Loc(str(root), 0, 0))
 
 
-def bundle_from_files(files: BundleFiles) -> Bundle:
-    """Parse and check a bundle from its files as read (no manifest check: see load_bundle)."""
-    root = files.root
-    diags: list[Diagnostic] = []
-    sources: dict[str, str] = {}
-    manifest_path = root / MANIFEST
-    manifest: dict[str, Any] = {}
+def _read_manifest(files: BundleFiles, diags: list[Diagnostic]) -> dict[str, Any]:
+    """bundle.toml as a table; {} (and a diagnostic) when it is missing or not TOML."""
+    manifest_path = str(files.root / MANIFEST)
     if MANIFEST in files.unreadable:
-        pass  # reported with the other unreadable files below
-    elif MANIFEST not in files.files:
+        return {}  # reported with the other unreadable files
+    if MANIFEST not in files.files:
         diags.append(
-            Diagnostic(
-                "no_manifest", f"a bundle needs a `{MANIFEST}`", Loc(str(manifest_path), 0, 0)
-            )
+            Diagnostic("no_manifest", f"a bundle needs a `{MANIFEST}`", Loc(manifest_path, 0, 0))
         )
-    else:
-        try:
-            manifest = tomllib.loads(_text(files.files[MANIFEST]))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            diags.append(Diagnostic("manifest_error", str(exc), Loc(str(manifest_path), 1, 1)))
-    name_, revision_ = _identity(manifest, root, str(manifest_path), diags)
-    settings = _settings(manifest, str(manifest_path), diags)
-    for rel, reason in files.unreadable.items():
-        diags.append(Diagnostic("read_error", f"cannot read: {reason}", Loc(str(root / rel), 0, 0)))
-    digest = hashlib.sha256()
-    parsed: list[ast.PolicyFile] = []
-    tuples: list[_Located] = []
-    names: dict[str, str] = {}  # one string for each distinct type, id and relation
-    tests: list[tuple[str, dict[str, Any]]] = []
-    for rel, data in files.files.items():
-        name = str(root / rel)
+        return {}
+    try:
+        return tomllib.loads(_text(files.files[MANIFEST]))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        diags.append(Diagnostic("manifest_error", str(exc), Loc(manifest_path, 1, 1)))
+        return {}
+
+
+@dataclass
+class _Content:
+    """The bundle's policy, tuple and test files as they are read, one file at a time."""
+
+    digest: Any = field(default_factory=hashlib.sha256)  # of every file's name and text
+    sources: dict[str, str] = field(default_factory=dict)  # for carets under diagnostics
+    parsed: list[ast.PolicyFile] = field(default_factory=list)
+    tuples: list[_Located] = field(default_factory=list)
+    names: dict[str, str] = field(default_factory=dict)  # one string per distinct name and id
+    tests: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    def add(self, name: str, rel: str, data: bytes, diags: list[Diagnostic]) -> None:
         try:
             text = _text(data)
         except UnicodeDecodeError as exc:
             diags.append(Diagnostic("read_error", f"cannot read: {exc}", Loc(name, 0, 0)))
-            continue
-        digest.update(name.encode() + b"\0" + text.encode() + b"\0")
+            return
+        self.digest.update(name.encode() + b"\0" + text.encode() + b"\0")
         if rel.endswith(POLICY_SUFFIX):
-            sources[name] = text
-            if not text.strip():
-                # A file rewritten in place is empty for a moment; loading it would drop every
-                # rule it held (its forbids above all). An empty policy file is never meant.
-                diags.append(
-                    Diagnostic(
-                        "empty_policy_file",
-                        "the policy file is empty",
-                        Loc(name, 1, 1),
-                        hint="delete the file to drop its rules, or keep a comment in it",
-                    )
-                )
-                continue
-            try:
-                parsed.append(parse(text, name))
-            except PolicyError as exc:
-                diags.extend(exc.diagnostics)
+            self.sources[name] = text
+            self._add_policy(name, text, diags)
         elif rel.endswith(TUPLE_SUFFIX):
-            sources[name] = text
-            tuples.extend(_tuples(text, name, diags, names))
+            self.sources[name] = text
+            self.tuples.extend(_tuples(text, name, diags, self.names))
         elif rel.endswith(TEST_SUFFIX):
             try:
-                tests.append((name, tomllib.loads(text)))
+                self.tests.append((name, tomllib.loads(text)))
             except tomllib.TOMLDecodeError as exc:
                 diags.append(Diagnostic("test_file_error", str(exc), Loc(name, 1, 1)))
+
+    def _add_policy(self, name: str, text: str, diags: list[Diagnostic]) -> None:
+        if not text.strip():
+            # A file rewritten in place is empty for a moment; loading it would drop every
+            # rule it held (its forbids above all). An empty policy file is never meant.
+            diags.append(
+                Diagnostic(
+                    "empty_policy_file",
+                    "the policy file is empty",
+                    Loc(name, 1, 1),
+                    hint="delete the file to drop its rules, or keep a comment in it",
+                )
+            )
+            return
+        try:
+            self.parsed.append(parse(text, name))
+        except PolicyError as exc:
+            diags.extend(exc.diagnostics)
+
+
+def bundle_from_files(files: BundleFiles) -> Bundle:
+    """Parse and check a bundle from its files as read (no manifest check: see load_bundle)."""
+    root = files.root
+    diags: list[Diagnostic] = []
+    manifest_path = root / MANIFEST
+    manifest = _read_manifest(files, diags)
+    name_, revision_ = _identity(manifest, root, str(manifest_path), diags)
+    settings = _settings(manifest, str(manifest_path), diags)
+    for rel, reason in files.unreadable.items():
+        diags.append(Diagnostic("read_error", f"cannot read: {reason}", Loc(str(root / rel), 0, 0)))
+    content = _Content()
+    for rel, data in files.files.items():
+        content.add(str(root / rel), rel, data, diags)
+    parsed, tuples, sources = content.parsed, content.tuples, content.sources
     if not parsed and not any(d.code in ("syntax_error", "empty_policy_file") for d in diags):
         diags.append(
             Diagnostic("no_policy", f"no `*{POLICY_SUFFIX}` policy files", Loc(str(root), 0, 0))
@@ -208,11 +225,11 @@ def bundle_from_files(files: BundleFiles) -> Bundle:
         raise BundleError(diags)
     return Bundle(
         name=name_,
-        revision=f"{revision_}+{digest.hexdigest()[:10]}",
+        revision=f"{revision_}+{content.digest.hexdigest()[:10]}",
         settings=settings,
         policy=policy,
         tuples=_distinct(tuples),
-        tests=tuple(tests),
+        tests=tuple(content.tests),
         path=root,
         warnings=tuple(d for d in diags if not d.is_error),
     )
