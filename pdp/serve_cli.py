@@ -11,10 +11,9 @@ import os
 import sys
 import tomllib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from pdp.tokens import TokenConfig
+from pdp.tokens import settings as token_settings
 
 # (key, type, default, help). The key is the flag (`--http-listen`), the env var (`PDP_HTTP_LISTEN`)
 # and the TOML key (`http_listen`).
@@ -68,18 +67,7 @@ _OPTIONS: list[tuple[str, type, Any, str]] = [
         "callers that are not trusted",
     ),
     ("log_level", str, "INFO", "DEBUG, INFO, WARNING or ERROR"),
-    (
-        "token_key_dir",
-        Path,
-        None,
-        "directory of signing keys: enables subject_token checks, admin tokens and the token "
-        "endpoint (`pdp tokens init-keys` creates one)",
-    ),
-    ("token_db", Path, None, "SQLite file of clients and revocations (default DATA_DIR/tokens.db)"),
-    ("token_issuer", str, "", "`iss` of our tokens, also the token endpoint's public base URL"),
-    ("token_audience", str, "pdp", "the `aud` this deployment accepts"),
-    ("trusted_idps", Path, None, "JSON file of trusted customer identity providers"),
-    ("access_token_lifetime", int, 600, "access-token lifetime in seconds"),
+    *token_settings.OPTIONS,  # token_key_dir, token_db, ...: defined once, in pdp.tokens
 ]
 # On/off switches: `--no-watch` on the command line, `PDP_NO_WATCH=1`, `no_watch = true`.
 _SWITCHES: list[tuple[str, str]] = [
@@ -166,33 +154,6 @@ def _bool(value: object) -> bool:
     return str(value).strip().lower() in {"1", "true", "yes", "on"}
 
 
-def token_config(s: dict[str, Any]) -> TokenConfig | None:
-    """The token settings, or None when tokens are off (no key directory and no --dev-keys)."""
-    from pdp.tokens import admin_cli, init_key_directory
-
-    data_dir = Path(s["data_dir"])
-    key_dir, issuer = s["token_key_dir"], s["token_issuer"]
-    if s["dev_keys"]:
-        if key_dir is None:
-            key_dir = data_dir / "dev-keys"
-            init_key_directory(key_dir)  # idempotent: keeps the key a previous run made
-        if not issuer:
-            issuer = f"http://{s['http_listen'] or 'localhost'}"
-        logging.getLogger(__name__).warning(
-            "development keys in %s and issuer %s: not for production", key_dir, issuer
-        )
-    return admin_cli.config_from_args(
-        argparse.Namespace(
-            token_key_dir=key_dir,
-            token_db=s["token_db"] or (data_dir / "tokens.db" if key_dir else None),
-            token_issuer=issuer,
-            token_audience=s["token_audience"],
-            trusted_idps=s["trusted_idps"],
-            access_token_lifetime=s["access_token_lifetime"],
-        )
-    )
-
-
 def run(args: argparse.Namespace) -> int:
     s = settings(args)
     logging.basicConfig(
@@ -221,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
             mask=frozenset(m.strip() for m in s["audit_mask"].split(",") if m.strip()),
         ),
         limits=dataclasses.replace(wire.Limits(), max_batch=s["max_batch"]),
-        tokens=token_config(s),
+        tokens=token_settings.token_config(s),
         insecure_admin=s["insecure_admin"],
         subjects=s["subjects"],
         quarantine_orphans=s["quarantine_orphans"],

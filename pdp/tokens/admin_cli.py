@@ -11,7 +11,7 @@ from typing import Any
 from pdp.tokens import clients
 from pdp.tokens.clients import CLIENT_CREDENTIALS, GRANT_TYPES
 from pdp.tokens.keys import ALGORITHMS, DEFAULT_ALGORITHM, KeyRing, init_key_directory
-from pdp.tokens.runtime import TokenConfig
+from pdp.tokens.runtime import DEFAULT_ACCESS_TOKEN_LIFETIME
 from pdp.tokens.store import TokenStore
 
 
@@ -96,7 +96,12 @@ def add_commands(sub: Any) -> None:
     p = tsub.add_parser("rotate-key", help="make a new signing key; old ones verify until expiry")
     p.add_argument("--key-dir", required=True)
     p.add_argument("--alg", default=DEFAULT_ALGORITHM, choices=ALGORITHMS)
-    p.add_argument("--token-lifetime", type=float, default=600.0)
+    p.add_argument(
+        "--token-lifetime",
+        type=float,
+        default=float(DEFAULT_ACCESS_TOKEN_LIFETIME),
+        help="the longest access-token lifetime of the servers using these keys",
+    )
     p.set_defaults(handler=_rotate_key)
 
     p = tsub.add_parser("remove-key", help="emergency: reject every token a kid signed")
@@ -115,30 +120,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    """The token flags for `pdp serve`; the token endpoint is off unless `--token-key-dir` is set."""
-    g = parser.add_argument_group("tokens")
-    g.add_argument("--token-key-dir", help="directory of signing keys (enables the endpoint)")
-    g.add_argument("--token-db", help="SQLite file for clients, refresh families, revocations")
-    g.add_argument("--token-issuer", help="`iss` of our tokens and the endpoint's public URL")
-    g.add_argument("--token-audience", default="pdp", help="`aud` this deployment accepts")
-    g.add_argument("--trusted-idps", help="JSON file of trusted external identity providers")
-    g.add_argument("--access-token-lifetime", type=int, default=600)
-
-
-def config_from_args(args: argparse.Namespace) -> TokenConfig | None:
-    """A `TokenConfig` from `add_serve_arguments` flags, or None when tokens are not enabled."""
-    if not args.token_key_dir:
-        return None
-    if not (args.token_db and args.token_issuer):
-        raise SystemExit("--token-key-dir needs --token-db and --token-issuer")
-    return TokenConfig(
-        key_dir=Path(args.token_key_dir),
-        db_path=Path(args.token_db),
-        issuer=args.token_issuer,
-        audience=args.token_audience,
-        trusted_idps_file=Path(args.trusted_idps) if args.trusted_idps else None,
-        access_token_lifetime=args.access_token_lifetime,
-    )

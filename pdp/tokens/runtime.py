@@ -25,6 +25,9 @@ from pdp.tokens.verifier import Verifier
 
 log = logging.getLogger(__name__)
 
+# Also how long a key retired by `pdp tokens rotate-key` keeps verifying, unless told otherwise.
+DEFAULT_ACCESS_TOKEN_LIFETIME = 600  # 10 minutes
+
 
 class StopSignal(Protocol):
     """What the maintenance loop waits on: `wait(timeout)` is True once it should stop."""
@@ -41,7 +44,7 @@ class TokenConfig:
     issuer: str  # also the public base URL of the endpoint (RFC 8414 metadata)
     audience: str  # this deployment: tokens for any other audience fail
     trusted_idps_file: Path | None = None
-    access_token_lifetime: int = 600  # 10 minutes
+    access_token_lifetime: int = DEFAULT_ACCESS_TOKEN_LIFETIME
     refresh_token_lifetime: int = 30 * 24 * 3600
     leeway: float = 30.0
     max_token_bytes: int = DEFAULT_MAX_TOKEN_BYTES

@@ -61,33 +61,3 @@ def test_key_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert main(["tokens", "remove-key", "--key-dir", str(keys), "--kid", first]) == 0
     assert not (keys / f"{first}.pem").exists()
     assert first in (keys / "revoked_kids").read_text()
-
-
-def test_serve_flags_build_a_config(tmp_path: Path) -> None:
-    import argparse
-
-    from pdp.tokens.admin_cli import add_serve_arguments, config_from_args
-
-    parser = argparse.ArgumentParser()
-    add_serve_arguments(parser)
-    assert config_from_args(parser.parse_args([])) is None
-    config = config_from_args(
-        parser.parse_args(
-            [
-                "--token-key-dir",
-                str(tmp_path / "k"),
-                "--token-db",
-                str(tmp_path / "t.db"),
-                "--token-issuer",
-                "https://auth.example",
-                "--token-audience",
-                "svc",
-            ]
-        )
-    )
-    assert config is not None
-    assert (config.issuer, config.audience, config.trusted_idps_file) == (
-        "https://auth.example",
-        "svc",
-        None,
-    )
