@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import importlib
 import json
 import os
 import platform
@@ -25,7 +24,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import baselines, cases, scenarios
+from benchmarks import baselines, cases, external_suites, scenarios
+from benchmarks.report import fmt, markdown, row_line
 from benchmarks.scenarios import OracleMismatch, Scenario
 
 HERE = Path(__file__).resolve().parent
@@ -42,9 +42,6 @@ TARGETS = {
     "load_1m_s": 10.0,
     "bytes_per_tuple": 300.0,
 }
-
-# Sibling suites owned by other engineers; each may define `suite(quick: bool) -> dict`.
-EXTERNAL = ("grpc_load", "bench_tokens", "token_load", "audit_fanout")
 
 
 class Suite:
@@ -97,7 +94,7 @@ class Suite:
             "note": note,
         }
         self.rows.append(row)
-        print(_row_line(row), flush=True)
+        print(row_line(row), flush=True)
 
     # ---- parts
     def decisions(self) -> None:
@@ -119,7 +116,7 @@ class Suite:
                     "note": _BASE_NOTES[kind],
                 }
             )
-            print(_row_line(self.rows[-1]), flush=True)
+            print(row_line(self.rows[-1]), flush=True)
             engine, _ = cases.build_engine(sc, cache_ttl=0)
             ok = self.verify(sc, lambda r, e=engine: e.check(r).allowed, f"pdp ({sc.name})")
             if ok:
@@ -173,7 +170,7 @@ class Suite:
                 "note": f"{len(saas)} chars",
             }
         )
-        print(_row_line(self.rows[-1]), flush=True)
+        print(row_line(self.rows[-1]), flush=True)
         text = cases.many_rules_policy(10_000)
         from pdp.engine import Engine
 
@@ -208,7 +205,7 @@ class Suite:
         info["met"] = info["total_s"] <= TARGETS["compile_10k_rules_s"]
         self.extra["compile_10k"] = info
         print(
-            f"compile 10k rules: parse {_fmt(info['parse_s'])}s check {_fmt(info['check_s'])}s "
+            f"compile 10k rules: parse {fmt(info['parse_s'])}s check {fmt(info['check_s'])}s "
             f"load_bundle {info['load_bundle_s']:.2f}s engine.load {info['engine_load_s']:.2f}s "
             f"total {info['total_s']:.2f}s",
             flush=True,
@@ -304,105 +301,13 @@ class Suite:
         }
         self.rows.append(row)
         self.extra["saas_day"] = results
-        print(_row_line(row), flush=True)
+        print(row_line(row), flush=True)
 
     def external(self) -> None:
-        """The sibling suites: a `suite(quick=...) -> dict` entry point if a module defines one,
-        else its command line in a subprocess, bounded in time."""
+        """The sibling suites (grpc, tokens, audit), each reported under its own name."""
         RESULTS.mkdir(exist_ok=True)  # a fresh checkout has none; suites write their JSON here
-        for name, argv in _external_commands(self.quick).items():
-            if not (HERE / f"{name}.py").exists():
-                self.extra[name] = {"skipped": "not present"}
-                continue
-            started = time.perf_counter()
-            print(f"{name}: running", flush=True)
-            try:
-                mod = importlib.import_module(f"benchmarks.{name}")
-            except Exception as exc:  # e.g. generated protobuf code not built: not our crash
-                self.extra[name] = {"skipped": f"not importable: {type(exc).__name__}: {exc}"}
-                print(f"{name}: skipped ({self.extra[name]['skipped']})", flush=True)
-                continue
-            entry = getattr(mod, "suite", None)
-            try:
-                if entry is not None:
-                    self.extra[name] = entry(quick=self.quick)
-                    continue
-                json_out = RESULTS / f"{name}.json"
-                argv = [a.replace("{json}", str(json_out)) for a in argv]
-                proc = subprocess.run(
-                    [sys.executable, *argv],
-                    capture_output=True,
-                    text=True,
-                    timeout=300,
-                    cwd=HERE.parent,
-                    check=False,
-                )
-                out: dict[str, Any] = {
-                    "command": " ".join(["python", *argv]),
-                    "seconds": time.perf_counter() - started,
-                    "output": proc.stdout[-4000:],
-                }
-                if proc.returncode != 0:
-                    out["stderr"] = proc.stderr[-3000:]
-                    self.failures.append(f"{name} exited {proc.returncode}: {proc.stderr[-500:]}")
-                elif json_out.exists():
-                    out["stats"] = _pytest_benchmark_stats(json_out)
-                elif proc.stdout.strip().startswith("{"):
-                    out["stats"] = json.loads(proc.stdout.strip().splitlines()[-1])
-                self.extra[name] = out
-                print(proc.stdout[-1500:], flush=True)
-            except subprocess.TimeoutExpired:
-                self.failures.append(f"{name} timed out")
-                self.extra[name] = {"crashed": "timed out"}
-            except Exception:
-                self.failures.append(f"{name} crashed:\n{traceback.format_exc()}")
-                self.extra[name] = {"crashed": traceback.format_exc(limit=3)}
-
-
-def _external_commands(quick: bool) -> dict[str, list[str]]:
-    bench = ["--benchmark-max-time=0.1", "--benchmark-min-rounds=3"] if quick else []
-    # audit_fanout fills 16 streams' transport windows (~40 s): --full only
-    slow = {} if quick else {"audit_fanout": ["-m", "benchmarks.audit_fanout"]}
-    return {
-        **slow,
-        "grpc_load": [
-            "-m",
-            "benchmarks.grpc_load",
-            *(["--seconds", "1", "--calls", "500"] if quick else []),
-        ],
-        "bench_tokens": [
-            "-m",
-            "pytest",
-            "benchmarks/bench_tokens.py",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "--benchmark-only",
-            "--benchmark-json={json}",
-            *bench,
-        ],
-        "token_load": [
-            "-m",
-            "benchmarks.token_load",
-            "--json",
-            *(["--duration", "2", "--warmup", "0.5"] if quick else []),
-        ],
-    }
-
-
-def _pytest_benchmark_stats(path: Path) -> list[dict[str, Any]]:
-    data = json.loads(path.read_text(encoding="utf-8"))
-    return [
-        {
-            "name": b["fullname"].split("::")[-1],
-            "group": b.get("group"),
-            "median_us": b["stats"]["median"] * 1e6,
-            "iqr_us": b["stats"]["iqr"] * 1e6,
-            "mean_us": b["stats"]["mean"] * 1e6,
-            "rounds": b["stats"]["rounds"],
-        }
-        for b in data["benchmarks"]
-    ]
+        for name, argv in external_suites.commands(self.quick).items():
+            self.extra[name] = external_suites.run_suite(name, argv, self.quick, self.failures)
 
 
 _BASE_NOTES = {
@@ -462,144 +367,6 @@ def memory_child(n: int, bundle_path: bool) -> dict[str, Any]:
             "rss_total_bytes": cases.rss_bytes(),
         }
     return out
-
-
-# ---- output ---------------------------------------------------------------------------------------
-
-
-def _fmt(v: Any, digits: int = 2) -> str:
-    if v is None:
-        return "—"
-    if isinstance(v, bool):
-        return "yes" if v else "**no**"
-    if isinstance(v, float):
-        return f"{v:.{digits}f}"
-    return str(v)
-
-
-def _row_line(row: dict[str, Any]) -> str:
-    ratio = f" ratio {row['ratio']:.2f}x" if row.get("ratio") else ""
-    return (
-        f"[{row['group']}] {row['case']}: median {row['median_us']:.2f}us "
-        f"p90 {row['p90_us']:.2f} p99 {row['p99_us']:.2f}{ratio}"
-    )
-
-
-def markdown(result: dict[str, Any]) -> str:
-    meta = result["meta"]
-    lines = [
-        f"# pdp benchmark results ({meta['mode']})",
-        "",
-        f"{meta['date']} · commit `{meta['commit']}` · Python {meta['python']} · "
-        f"{meta['cpus']} CPUs · timer overhead {meta['timer_overhead_ns']:.0f} ns subtracted · "
-        "GC off while timing · every answer checked against the scenario oracle first.",
-        "",
-        "| group | case | median µs | p90 µs | p99 µs | baseline median µs | ratio | target | met | note |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---|---|",
-    ]
-    for r in result["rows"]:
-        if r["group"] == "baseline":
-            continue
-        lines.append(
-            f"| {r['group']} | {r['case']} | {_fmt(r['median_us'])} | {_fmt(r['p90_us'])} | "
-            f"{_fmt(r['p99_us'])} | {_fmt(r.get('baseline_median_us'))} | "
-            f"{_fmt(r.get('ratio'))}{'x' if r.get('ratio') else ''} | "
-            f"{'≤ ' + _fmt(r['target_ratio'], 1) + 'x' if r.get('target_ratio') else '—'} | "
-            f"{_fmt(r.get('met'))} | {r.get('note', '')} |"
-        )
-    lines += [
-        "",
-        "Baselines (plain Python, same run):",
-        "",
-        "| baseline | median µs | p90 µs | p99 µs | what |",
-        "|---|---:|---:|---:|---|",
-    ]
-    for r in result["rows"]:
-        if r["group"] == "baseline":
-            lines.append(
-                f"| {r['case']} | {_fmt(r['median_us'])} | {_fmt(r['p90_us'])} | "
-                f"{_fmt(r['p99_us'])} | {r['note']} |"
-            )
-    extra = result["extra"]
-    c = extra.get("compile_10k")
-    if c:
-        lines += [
-            "",
-            "## Compile of a 10,000-rule bundle (target ≤ 2 s)",
-            "",
-            "| parse s | check s | load_bundle s (parse+check+files) | engine.load s (compile) | total s | met |",
-            "|---:|---:|---:|---:|---:|---|",
-            f"| {_fmt(c['parse_s'])} | {_fmt(c['check_s'])} | {_fmt(c['load_bundle_s'])} | "
-            f"{_fmt(c['engine_load_s'])} | {_fmt(c['total_s'])} | {_fmt(c['met'])} |",
-        ]
-    t = extra.get("tuple_load")
-    if t:
-        lines += [
-            "",
-            "## Tuple load and memory (targets at 1M: ≤ 10 s, ≤ 300 bytes/tuple)",
-            "",
-            "Each size in a fresh process. *write path*: schema-only bundle, then "
-            "`Engine.write_tuples`; *bundle path*: JSONL files through `load_bundle` + `Engine.load`. "
-            "Bytes/tuple: tracemalloc (what the store allocates) and RSS delta.",
-            "",
-            "| tuples | write path s | bundle path s | bytes/tuple (tracemalloc) | bytes/tuple (RSS) | process RSS MB | answers |",
-            "|---:|---:|---:|---:|---:|---:|---|",
-        ]
-        for label, m in t.items():
-            if "crashed" in m:
-                lines.append(f"| {label} | crashed | | | | | |")
-                continue
-            w, tr, b = m["write_path"], m["traced"], m.get("bundle_path")
-            lines.append(
-                f"| {w['tuples']} | {_fmt(w['load_s'])} | {_fmt(b['total_s']) if b else 'not run (--quick)'} | "
-                f"{tr['bytes_per_tuple']:.0f} | {w['rss_bytes_per_tuple']:.0f} | "
-                f"{w['rss_total_bytes'] / 2**20:.0f} | {'oracle agrees' if m['verified'] else '**WRONG**'} |"
-            )
-    s = extra.get("saas_day")
-    if s:
-        p, b = s["pdp"], s["baseline"]
-        lines += [
-            "",
-            "## SaaS day (90% of checks from a hot set of 300, 0.2% of ops write or delete a tuple, one reload; cache TTL 2 s)",
-            "",
-            "| | check median µs | p90 | p99 | ops/s | write median µs | reload ms | cache hit rate |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|",
-            f"| pdp | {_fmt(p['checks']['median_us'])} | {_fmt(p['checks']['p90_us'])} | "
-            f"{_fmt(p['checks']['p99_us'])} | {p['ops_per_s']:.0f} | {_fmt(p['writes_median_us'])} | "
-            f"{_fmt(p['reload_ms'], 1)} | {p['cache_hit_rate']:.0%} |",
-            f"| plain-Python baseline | {_fmt(b['checks']['median_us'])} | {_fmt(b['checks']['p90_us'])} | "
-            f"{_fmt(b['checks']['p99_us'])} | {b['ops_per_s']:.0f} | {_fmt(b['writes_median_us'])} | — | — |",
-        ]
-    ext = [(k, v) for k, v in extra.items() if k in EXTERNAL]
-    if ext:
-        lines += ["", "## Other suites (owned by their modules; run by this runner)", ""]
-        for name, v in ext:
-            if "skipped" in v or "crashed" in v:
-                lines.append(
-                    f"- `{name}`: {v.get('skipped') or 'CRASHED: ' + str(v['crashed'])[:300]}"
-                )
-                continue
-            lines += [f"### {name}", ""]
-            if "markdown" in v:
-                lines += [v["markdown"], ""]
-                continue
-            if "command" in v:
-                lines += [f"`{v['command']}` ({v['seconds']:.0f} s)", ""]
-            stats = v.get("stats")
-            if isinstance(stats, list):
-                lines += ["| benchmark | median µs | IQR µs | rounds |", "|---|---:|---:|---:|"]
-                lines += [
-                    f"| {b['name']} | {b['median_us']:.1f} | {b['iqr_us']:.1f} | {b['rounds']} |"
-                    for b in stats
-                ]
-            elif isinstance(stats, dict):
-                lines += ["```", json.dumps(stats, indent=1), "```"]
-            elif v.get("output"):
-                lines += ["```", v["output"].strip(), "```"]
-            lines.append("")
-    if result["failures"]:
-        lines += ["", "## FAILURES", ""] + [f"- {f}" for f in result["failures"]]
-    return "\n".join(lines) + "\n"
 
 
 def _commit() -> str:
