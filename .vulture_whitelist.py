@@ -12,11 +12,6 @@ import uvicorn
 from hypothesis.stateful import RuleBasedStateMachine
 
 from pdp.client import Client
-from pdp.engine import conditions
-from pdp.engine.cache import DecisionCache
-from pdp.tokens.idp import IdPVerifier
-from pdp.tokens.store import TokenStore
-from policy_lang import formatter
 from policy_lang.parser import _Builder
 
 # grpc calls every server interceptor's intercept_service (sidecar/grpc: AdminAuth, DecodeGuard).
@@ -40,11 +35,3 @@ _Builder.set_literal, _Builder.string, _Builder.int_, _Builder.true, _Builder.fa
 
 # Public API of the service client: its callers live outside this repository.
 Client.batch_check
-
-# DEAD, kept here only so `make check` stays green until the code goes: delete each line with
-# the code it names.
-DecisionCache.enabled
-IdPVerifier.issuers
-TokenStore.purge_expired  # never called: expired revocations and refresh rows are never purged
-formatter._line
-conditions.compile_condition

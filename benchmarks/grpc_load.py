@@ -48,7 +48,7 @@ def start_server_http(
         [
             sys.executable,
             "-m",
-            "pdp.serve_cli",
+            "pdp.sidecar.command",
             "--bundle",
             bundle,
             "--listen",

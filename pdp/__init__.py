@@ -5,7 +5,7 @@ In process: `load_bundle(path)` → `Engine().load(bundle)` → `engine.check(Re
 
 The packages, each importing only those below it (an import-linter `layers` contract; the map with
 what each owns is docs/architecture.md):
-    cli → serve_cli → client | authoring → sidecar → bundle_signing → tokens → explain → engine
+    cli → client | authoring → sidecar → bundle_signing → tokens → explain → engine
         → bundle → tenancy → model → identifiers → errors
 """
 

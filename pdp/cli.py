@@ -20,12 +20,9 @@ def main(argv: list[str] | None = None) -> int:
     from pdp.tokens import admin_cli
 
     admin_cli.add_commands(sub)
-    try:
-        from pdp import serve_cli
-    except ImportError:  # the sidecar is optional while the engine is being built
-        pass
-    else:
-        serve_cli.add_command(sub)
+    from pdp.sidecar import command as serve_command
+
+    serve_command.add_command(sub)
     args = parser.parse_args(argv)
     code: int = args.handler(args)
     return code

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 from policy_lang import ast, limits
-from policy_lang.diagnostics import Diagnostic, Loc, PolicyError
+from policy_lang.diagnostics import Diagnostic, PolicyError
 from policy_lang.parser import parse
 
 INDENT = "  "
@@ -117,10 +117,6 @@ def _comment_start(line: str) -> int:
             return i
         i += 1
     return -1
-
-
-def _line(loc: Loc) -> int:
-    return loc.line
 
 
 def _item(item: ast.Item) -> list[tuple[str, int]]:

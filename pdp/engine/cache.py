@@ -32,10 +32,6 @@ class DecisionCache:
         self.misses = 0
         self._entries: dict[Hashable, tuple[Decision, float]] = {}
 
-    @property
-    def enabled(self) -> bool:
-        return self.ttl > 0
-
     def get(self, key: Hashable) -> Decision | None:
         item = self._entries.get(key)
         if item is not None:

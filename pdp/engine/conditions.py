@@ -34,10 +34,6 @@ _ROOTS = {"subject": "S.attrs", "resource": "R.attrs", "context": "C"}
 _OPS = {"==", "!=", "<", "<=", ">", ">="}
 
 
-def compile_condition(expr: ast.Expr, env: ConditionEnv) -> ConditionFn:
-    return compile_conditions([expr], env)[0]
-
-
 def compile_conditions(
     exprs: list[ast.Expr], env: ConditionEnv, names: list[str] | None = None
 ) -> list[ConditionFn]:

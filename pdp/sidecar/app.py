@@ -11,7 +11,6 @@ import socket
 import threading
 from collections.abc import Callable, Sequence
 from concurrent import futures
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +23,11 @@ from starlette.routing import BaseRoute, Mount
 
 from pdp._proto.pdp.v1 import pdp_pb2, pdp_pb2_grpc
 from pdp.bundle import Bundle, load_bundle
-from pdp.bundle.files import QUIET_SECONDS
 from pdp.bundle_signing import Verifier as BundleVerifier
 from pdp.engine import Engine
 from pdp.errors import Unavailable
 from pdp.sidecar import audit
+from pdp.sidecar.config import Config
 from pdp.sidecar.data_dir import DataDirLock
 from pdp.sidecar.grpc.auth import AdminAuth, subjects_from
 from pdp.sidecar.grpc.decode_guard import DecodeGuard
@@ -39,13 +38,12 @@ from pdp.sidecar.grpc.servicers import (
     AuthorizerServicer,
     SubjectFromToken,
 )
-from pdp.sidecar.grpc.wire import Limits
 from pdp.sidecar.http import http_routes
 from pdp.sidecar.metrics import Metrics
 from pdp.sidecar.reloader import Reloader
 from pdp.sidecar.service import Service
 from pdp.sidecar.tuple_log import TupleLog
-from pdp.tokens import TokenConfig, TokenRuntime, build_tokens
+from pdp.tokens import TokenRuntime, build_tokens
 
 log = logging.getLogger(__name__)
 
@@ -53,38 +51,6 @@ SERVICE_NAMES = (
     pdp_pb2.DESCRIPTOR.services_by_name["Authorizer"].full_name,
     pdp_pb2.DESCRIPTOR.services_by_name["Admin"].full_name,
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Config:
-    bundle: Path
-    listen: str = "127.0.0.1:50051"  # or `unix:/path/to.sock`
-    http_listen: str = ""  # HOST:PORT for /metrics (and later the token endpoint); "" = off
-    data_dir: Path | None = Path("data")  # None: written tuples live in memory only
-    watch: bool = True
-    workers: int = 16
-    grace_seconds: float = 10.0
-    cache_ttl: float | None = None  # None: the bundle's setting
-    cache_size: int = 100_000
-    audit_file: Path | None = None
-    audit_max_bytes: int = 64 << 20
-    audit_backups: int = 5
-    audit: audit.AuditSettings = field(default_factory=audit.AuditSettings)
-    limits: Limits = field(default_factory=Limits)
-    # None: no token endpoint, no `subject_token`, and admin RPCs refused (see insecure_admin)
-    tokens: TokenConfig | None = None
-    # Admin RPCs without any credential. For local development only; logged loudly at start.
-    insecure_admin: bool = False
-    # "trusted": Check takes the subject (and its attributes and roles) as the calling service
-    # sends it, or a subject_token. "token-only": only a verified subject_token is a subject.
-    subjects: str = "trusted"
-    # At start, set aside stored tuples the bundle's schema no longer accepts (reported, never
-    # applied again) instead of refusing the bundle. An operator's explicit choice.
-    quarantine_orphans: bool = False
-    # A public key (PEM, ES256 or EdDSA): only bundles whose file list it signed are loaded.
-    bundle_verify_key: Path | None = None
-    # A bundle is loaded once two reads this far apart agree (pdp.bundle.files.read_stable).
-    bundle_quiet_seconds: float = QUIET_SECONDS
 
 
 # Token events reach the audit stream as identifiers only; these names are never copied even if a
@@ -276,7 +242,10 @@ class App:
             self.reloader.start()
         if self.tokens is not None:
             self._maintenance = threading.Thread(
-                target=self._maintain, args=(self.tokens,), name="token-maintenance", daemon=True
+                target=self.tokens.maintain_until,
+                args=(self._stopped,),
+                name="token-maintenance",
+                daemon=True,
             )
             self._maintenance.start()
         self.server.start()
@@ -289,15 +258,6 @@ class App:
                 target=self._http.run, kwargs={"sockets": [sock]}, name="http", daemon=True
             )
             self._http_thread.start()
-
-    def _maintain(self, tokens: TokenRuntime) -> None:
-        """Key reloads (rotation without restart) and other processes' revocations, on a timer,
-        whether or not the HTTP side runs."""
-        while not self._stopped.wait(tokens.config.maintenance_interval):
-            try:
-                tokens.maintain()
-            except Exception:  # keep the last good keys; the next pass tries again
-                log.exception("token maintenance failed")
 
     def stop(self, grace: float | None = None) -> None:
         """Graceful: stop accepting, let in-flight calls finish, then flush the audit sinks."""

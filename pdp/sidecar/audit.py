@@ -24,6 +24,7 @@ import orjson
 
 from pdp.errors import Overloaded
 from pdp.model import Decision, Effect, Request
+from pdp.sidecar.config import DEFAULT_AUDIT, AuditSettings
 
 DECISION = "decision"
 BUNDLE_LOADED = "bundle_loaded"
@@ -170,17 +171,6 @@ def _gap(missed: int) -> AuditEvent:
     return AuditEvent(sequence=0, kind=GAP, time=time.time(), missed=missed)
 
 
-@dataclass(frozen=True, slots=True)
-class AuditSettings:
-    allow_sample_rate: float = 1.0  # denies are always logged; allows with this probability
-    mask: frozenset[str] = frozenset()  # `name` anywhere, or `subject.name`/`resource.name`/...
-    metadata: frozenset[str] = frozenset({"x-request-id", "traceparent"})
-    subscriber_capacity: int = 10_000
-    max_subscribers: int = 16
-    queue_capacity: int = 100_000  # events emitted but not yet dispatched; beyond: dropped
-    dispatch_interval: float = 0.005  # seconds between dispatcher passes while anyone listens
-
-
 class RenderCache:
     """One rendering of each event shared by every consumer of that rendering (16 audit streams
     serialise an event once, not 16 times). Bounded: cleared when full."""
@@ -212,7 +202,7 @@ class AuditHub:
     so a burst of decisions costs the dispatcher one pass and each subscriber one wake-up.
     """
 
-    def __init__(self, settings: AuditSettings = AuditSettings()) -> None:
+    def __init__(self, settings: AuditSettings = DEFAULT_AUDIT) -> None:
         self.settings = settings
         self.metadata_keys = settings.metadata - NEVER_LOGGED_METADATA
         self._seq = itertools.count(1)

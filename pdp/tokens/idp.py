@@ -134,10 +134,6 @@ class IdPVerifier:
         self.max_token_bytes = max_token_bytes
         self._clock = clock
 
-    @property
-    def issuers(self) -> tuple[str, ...]:
-        return tuple(self._by_issuer)
-
     def verify(self, token: str, *, tenant: str | None = None) -> ExternalIdentity:
         """Verify `token`; if `tenant` is given, the IdP must be the one bound to it."""
         checks.check_size(token, self.max_token_bytes)

@@ -81,6 +81,10 @@ class TokenRuntime:
             self.verifier.clear_cache()
         self.service.sync_revocations()
         self.verifier.forget_expired_revocations()
+        # Rows no token can use any more (expired revocations, refresh families): the store
+        # would otherwise only grow. Deleting them changes no answer: an expired token is refused
+        # by its `exp` before any revocation is looked up.
+        self.store.purge_expired(time.time())
 
     def maintain_until(self, stop: StopSignal) -> None:
         """The one maintenance loop: a pass every `maintenance_interval` seconds until `stop` is

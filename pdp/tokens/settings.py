@@ -1,5 +1,5 @@
 """The token settings of `pdp serve`, defined once: its token options and the `TokenConfig` they
-make. `pdp.serve_cli` lists `OPTIONS` among its own and calls `token_config` with the merged settings.
+make. `pdp.sidecar.config` lists `OPTIONS` among its own and calls `token_config` with the merged settings.
 """
 
 from __future__ import annotations

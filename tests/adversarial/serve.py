@@ -168,7 +168,7 @@ class ServeFactory:
         return [
             sys.executable,
             "-m",
-            "pdp.serve_cli",
+            "pdp.sidecar.command",
             "--bundle",
             str(bundle),
             "--listen",

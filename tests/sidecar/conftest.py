@@ -11,7 +11,8 @@ import grpc
 import pytest
 
 from pdp._proto.pdp.v1 import pdp_pb2_grpc
-from pdp.sidecar.app import App, Config
+from pdp.sidecar.app import App
+from pdp.sidecar.config import Config
 from pdp.tokens import TokenConfig, init_key_directory
 
 from .support import AUDIENCE, ISSUER, Authed, mint

@@ -13,6 +13,7 @@ from pdp._proto.pdp.v1 import pdp_pb2, pdp_pb2_grpc
 from pdp.model import Decision, Effect, Entity, Reason, Request
 from pdp.sidecar import audit
 from pdp.sidecar.app import App
+from pdp.sidecar.config import AuditSettings
 
 from .support import MALLORY, bearer, mint, req, tuple_pb, wait_until
 
@@ -59,7 +60,7 @@ def test_filters() -> None:
 
 def test_masking_and_no_credentials() -> None:
     hub = audit.AuditHub(
-        audit.AuditSettings(
+        AuditSettings(
             mask=frozenset({"ssn", "resource.email"}),
             metadata=frozenset({"x-request-id", "authorization"}),
         )
@@ -76,7 +77,7 @@ def test_masking_and_no_credentials() -> None:
 
 
 def test_allows_sampled_denies_always() -> None:
-    hub = audit.AuditHub(audit.AuditSettings(allow_sample_rate=0.0))
+    hub = audit.AuditHub(AuditSettings(allow_sample_rate=0.0))
     sub = hub.subscribe()
     allow_id = hub.decision(REQ, ALLOW)
     hub.decision(REQ, DENY)
@@ -148,7 +149,7 @@ def test_subscriber_receives_every_event(app: App, authz, admin) -> None:
 
 
 def test_stuck_subscriber_does_not_slow_checks(make_app: Callable[..., App]) -> None:
-    app = make_app(audit=audit.AuditSettings(subscriber_capacity=10))
+    app = make_app(audit=AuditSettings(subscriber_capacity=10))
     stuck = app.audit.subscribe()  # never read
     with grpc.insecure_channel(app.grpc_target) as ch:
         stub = pdp_pb2_grpc.AuthorizerStub(ch)
@@ -165,7 +166,7 @@ def test_stuck_subscriber_does_not_slow_checks(make_app: Callable[..., App]) -> 
 
 
 def test_emitting_does_not_wait_for_the_dispatcher_and_counts_a_full_queue() -> None:
-    hub = audit.AuditHub(audit.AuditSettings(queue_capacity=3))
+    hub = audit.AuditHub(AuditSettings(queue_capacity=3))
     sub = hub.subscribe()
     release, entered, threads = threading.Event(), threading.Event(), []
     real_put_many = sub.put_many
@@ -224,7 +225,7 @@ def test_render_cache_renders_each_event_once() -> None:
 
 
 def test_close_delivers_what_was_pending(tmp_path: Path) -> None:
-    hub = audit.AuditHub(audit.AuditSettings(dispatch_interval=3600))
+    hub = audit.AuditHub(AuditSettings(dispatch_interval=3600))
     path = tmp_path / "audit.jsonl"
     sink = audit.FileSink(hub, path)
     ids = [hub.decision(REQ, DENY) for _ in range(100)]

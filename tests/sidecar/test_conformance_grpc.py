@@ -16,7 +16,8 @@ from pdp._proto.pdp.v1 import pdp_pb2, pdp_pb2_grpc
 from pdp.bundle import Bundle
 from pdp.client import answer, check_request, tuple_message
 from pdp.model import RelationTuple
-from pdp.sidecar.app import App, Config
+from pdp.sidecar.app import App
+from pdp.sidecar.config import Config
 from tests.conformance.cases import CACHE_KEY_BUGS, Case, apply_stage, load_cases
 
 CASES = load_cases()

@@ -11,7 +11,7 @@ from google.protobuf import struct_pb2
 
 from pdp._proto.pdp.v1 import pdp_pb2, pdp_pb2_grpc
 from pdp.sidecar.app import App
-from pdp.sidecar.grpc.wire import Limits
+from pdp.sidecar.config import Limits
 
 from .support import ALICE, MALLORY, doc, req, tuple_pb
 

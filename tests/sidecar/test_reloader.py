@@ -13,8 +13,8 @@ from typing import Any, ClassVar
 import pytest
 import watchfiles
 
-from pdp.serve_cli import main as serve_main
 from pdp.sidecar import reloader as reloader_module
+from pdp.sidecar.command import main as serve_main
 from pdp.sidecar.reloader import Reloader
 
 from .support import wait_until

@@ -14,10 +14,10 @@ import grpc
 import httpx
 import pytest
 
-from pdp import serve_cli
 from pdp._proto.pdp.v1.pdp_pb2 import BundleStatusRequest
 from pdp._proto.pdp.v1.pdp_pb2_grpc import AdminStub
 from pdp.client import CLIENT_ERROR, Client
+from pdp.sidecar import command as serve_cli
 
 from .support import ALICE, doc, wait_until
 
@@ -52,7 +52,7 @@ def test_dev_keys_serve_tokens_and_guard_admin(bundle_dir: Path, tmp_path: Path)
         [
             sys.executable,
             "-m",
-            "pdp.serve_cli",
+            "pdp.sidecar.command",
             "--bundle",
             str(bundle_dir),
             "--listen",
@@ -93,7 +93,7 @@ def test_sigterm_drains_in_flight_calls(bundle_dir: Path, tmp_path: Path) -> Non
         [
             sys.executable,
             "-m",
-            "pdp.serve_cli",
+            "pdp.sidecar.command",
             "--bundle",
             str(bundle_dir),
             "--listen",

@@ -62,7 +62,7 @@ def _spawn(bundle: Path, data: Path) -> tuple[subprocess.Popen[str], str]:
         [
             sys.executable,
             "-m",
-            "pdp.serve_cli",
+            "pdp.sidecar.command",
             "--bundle",
             str(bundle),
             "--listen",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -343,3 +344,12 @@ def test_another_process_revocation_is_picked_up_by_sync(
     runtime.maintain()
     with pytest.raises(InvalidToken, match="revoked"):
         runtime.verifier.verify(token.token)
+
+
+def test_maintenance_forgets_revocations_no_token_can_use(runtime: TokenRuntime) -> None:
+    now = time.time()
+    runtime.store.revoke_jti("long-expired", now - 7200, now)  # past exp by more than the grace
+    runtime.store.revoke_jti("still-live", now + 600, now)
+    runtime.maintain()
+    _, kept = runtime.store.revoked_since(0, now - 10_000)
+    assert [jti for jti, _ in kept] == ["still-live"]

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from pdp import serve_cli
+from pdp.sidecar import command as serve_cli
 from pdp.tokens import TokenConfig
 from pdp.tokens.settings import OPTIONS, token_config
 
@@ -32,7 +32,7 @@ def _settings(*argv: str, environ: dict[str, str] | None = None) -> dict[str, An
 
 def test_serve_takes_its_token_options_from_here() -> None:
     assert [key for key, *_ in OPTIONS] == NAMES
-    assert [o for o in serve_cli._OPTIONS if o[0] in NAMES] == OPTIONS
+    assert [o for o in serve_cli.OPTIONS if o[0] in NAMES] == OPTIONS
 
 
 def test_tokens_are_off_without_a_key_directory() -> None:

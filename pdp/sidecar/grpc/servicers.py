@@ -17,9 +17,9 @@ from google.protobuf import struct_pb2
 from pdp._proto.pdp.v1 import pdp_pb2, pdp_pb2_grpc
 from pdp.model import EMPTY, Entity, RelationTuple, Request, Value
 from pdp.sidecar import audit
+from pdp.sidecar.config import DEFAULT_LIMITS, Limits
 from pdp.sidecar.grpc import wire
 from pdp.sidecar.grpc.status import RequestInvalid, Unauthenticated, abort, to_status
-from pdp.sidecar.grpc.wire import DEFAULT_LIMITS, Limits
 from pdp.sidecar.service import Service
 from pdp.tenancy import OPERATOR, Caller
 

@@ -5,7 +5,6 @@ INVALID_ARGUMENT naming the field, happens here.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from types import MappingProxyType
 
 from google.protobuf import struct_pb2, timestamp_pb2
@@ -14,22 +13,8 @@ from pdp._proto.pdp.v1 import pdp_pb2
 from pdp.identifiers import id_problem, name_problem
 from pdp.model import EMPTY, Decision, Effect, Entity, Reason, RelationTuple, Value
 from pdp.sidecar import audit
+from pdp.sidecar.config import Limits
 from pdp.sidecar.grpc.status import RequestInvalid
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    max_batch: int = 1000
-    max_attributes: int = 64  # per attribute map
-    max_list_items: int = 256
-    max_string: int = 1024  # characters in a type, id, action or attribute string
-    max_tuples_per_write: int = 1000
-    max_page_size: int = 1000
-    max_message_bytes: int = 4 << 20  # enforced by gRPC itself: RESOURCE_EXHAUSTED
-
-
-DEFAULT_LIMITS = Limits()
-
 
 # ---- protobuf -> model ---------------------------------------------------------------------
 

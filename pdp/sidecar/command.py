@@ -1,0 +1,107 @@
+"""`pdp serve`: run the sidecar. Settings come from a TOML file, then `PDP_*` environment
+variables, then flags; a later source wins (every setting and its default: pdp.sidecar.config).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from pdp.errors import Refused, Unavailable
+from pdp.sidecar import config
+from pdp.tokens import settings as token_settings
+
+# The sidecar's own options, then the token package's (defined once, in pdp.tokens.settings).
+OPTIONS = [*config.OPTIONS, *token_settings.OPTIONS]
+
+
+def add_command(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "serve",
+        help="run the authorization sidecar (gRPC Check on localhost)",
+        description=__doc__,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    for key, typ, default, help_ in OPTIONS:
+        flag = "--" + key.replace("_", "-")
+        env = "PDP_" + key.upper()
+        # default=None so that a flag left out does not shadow the file or environment
+        p.add_argument(
+            flag,
+            type=typ,
+            default=None,
+            metavar=key.upper(),
+            help=f"{help_} [env {env}; default {default!r}]",
+        )
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="TOML file of the settings above (keys like `http_listen`) [env PDP_CONFIG]",
+    )
+    for key, help_ in config.SWITCHES:
+        p.add_argument(
+            "--" + key.replace("_", "-"),
+            action="store_true",
+            default=None,
+            help=f"{help_} [env PDP_{key.upper()}]",
+        )
+    p.set_defaults(handler=run)
+
+
+def settings(args: argparse.Namespace, environ: dict[str, str] | None = None) -> dict[str, Any]:
+    """The merged settings of a parsed `pdp serve` command line (pdp.sidecar.config.settings)."""
+    try:
+        return config.settings(args.config, vars(args), environ, OPTIONS)
+    except config.UnknownSetting as exc:
+        raise SystemExit(f"pdp serve: {exc}") from exc
+
+
+def run(args: argparse.Namespace) -> int:
+    s = settings(args)
+    logging.basicConfig(
+        level=s["log_level"].upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if s["bundle"] is None:
+        print("pdp serve: --bundle (or PDP_BUNDLE) is required", file=sys.stderr)
+        return 2
+    from pdp.sidecar import app  # deferred: `pdp --help` needs no gRPC
+
+    try:
+        sidecar = app.App(config.config_from(s, token_settings.token_config(s)))
+    except Refused as exc:  # e.g. an unusable --bundle-verify-key: say so, no traceback
+        print(f"pdp serve: {exc}", file=sys.stderr)
+        return 2
+    except (
+        Unavailable,
+        ValueError,
+    ) as exc:  # a data dir or port in use, a setting that cannot work
+        print(f"pdp serve: {exc}", file=sys.stderr)
+        return 1
+
+    def ready(a: app.App) -> None:
+        # one machine-readable line: scripts and tests learn the ports from it
+        host = a.cfg.http_listen.rpartition(":")[0]
+        http = f" http={host}:{a.http_port}" if a.http_port else ""
+        print(f"pdp: serving grpc={a.grpc_target}{http}", flush=True)
+
+    sidecar.run_until_signal(ready)
+    print("pdp: stopped", flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m pdp.sidecar.command ...`: the serve command alone, without the authoring ones."""
+    parser = argparse.ArgumentParser(prog="pdp")
+    add_command(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["serve", *(sys.argv[1:] if argv is None else argv)])
+    code: int = args.handler(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
