@@ -24,7 +24,7 @@ PdpError
  │    └── pdp.tokens.errors.KeyConfigError   (also a TokenError)
  ├── Unavailable (OSError)              the environment cannot serve now: retry or fix the host
  │    ├── pdp.bundle.files.BundleReadError → BundleUnstable
- │    ├── pdp.sidecar.data_dir.DataDirInUse
+ │    ├── pdp.sidecar.store.StoreUnavailable  (a write is refused: UNAVAILABLE)
  │    └── pdp.sidecar.app.CannotListen
  └── EvaluationError                    one evaluation failed: never leaves Engine.check, which
       ├── pdp.engine.compiler.AttributeTypeError (TypeError)   turns it into a DENY whose reason

@@ -91,40 +91,46 @@ class TupleStore:
                     _add(new._added, okey, skey, _COLD_SMALL)
             new._both = both
             new._deleted = {key: key in hidden for key in deleted}
-            new.revision = self.revision + 1
+            # Tuple revisions are the changelog's, fleet-wide: a reload does not move them (the
+            # bundle's tuples are versioned by the bundle revision every decision carries).
+            new.revision = self.revision
             return new
 
     def write(self, writes: Iterable[RelationTuple], deletes: Iterable[RelationTuple]) -> int:
         with self._write_lock:
-            for t in deletes:
-                okey, skey = _keys(t)
-                # A tombstone even for tuples the current base lacks: the next bundle (or the
-                # first one, when the durable log is replayed before any bundle) may hold them.
-                self._deleted[(okey, skey)] = self._in_base(okey, skey)
-                _discard(self._added, okey, skey, _COLD_SMALL)
-                self._both.discard((okey, skey))
-                self._unindex(okey, skey)
-            for t in writes:
-                okey, skey = _keys(t)
-                if self._deleted:
-                    in_base = self._deleted.pop((okey, skey), None)
-                    if in_base is None:
-                        in_base = self._in_base(okey, skey)
-                else:
-                    in_base = self._in_base(okey, skey)
-                if not in_base:
-                    _add(self._added, okey, skey, _COLD_SMALL)
-                self._index(okey, skey, t)
+            self._write(writes, deletes)
             self.revision += 1
             return self.revision
+
+    def _write(self, writes: Iterable[RelationTuple], deletes: Iterable[RelationTuple]) -> None:
+        for t in deletes:
+            okey, skey = _keys(t)
+            # A tombstone even for tuples the current base lacks: the next bundle (or the
+            # first one, when the durable log is replayed before any bundle) may hold them.
+            self._deleted[(okey, skey)] = self._in_base(okey, skey)
+            _discard(self._added, okey, skey, _COLD_SMALL)
+            self._both.discard((okey, skey))
+            self._unindex(okey, skey)
+        for t in writes:
+            okey, skey = _keys(t)
+            if self._deleted:
+                in_base = self._deleted.pop((okey, skey), None)
+                if in_base is None:
+                    in_base = self._in_base(okey, skey)
+            else:
+                in_base = self._in_base(okey, skey)
+            if not in_base:
+                _add(self._added, okey, skey, _COLD_SMALL)
+            self._index(okey, skey, t)
 
     def restore(
         self, writes: Iterable[RelationTuple], deletes: Iterable[RelationTuple], revision: int
     ) -> None:
-        """Replay the durable overlay at startup, continuing its revision numbering."""
-        self.write(writes, deletes)
+        """Apply state read from the store (the overlay at a start, then each change of its
+        changelog) at the store's `revision`, which the store numbers, not this one."""
         with self._write_lock:
-            self.revision = max(self.revision, revision)
+            self._write(writes, deletes)
+            self.revision = revision
 
     def _in_base(self, okey: str, skey: str) -> bool:
         """Whether the current bundle holds this tuple (visible or hidden by a tombstone)."""

@@ -1,4 +1,5 @@
-"""The sidecar process: the use cases (service, writer), their durable state (tuple_log, data_dir),
+"""The sidecar process: the use cases (service, writer), their durable state (store: the changelog
+in SQLite or PostgreSQL; follower: applying it in order),
 audit, metrics, the bundle reloader, the gRPC edge (grpc/) and the composition root (app).
 
 The only package that touches gRPC, HTTP, SQLite and the file watcher. It may import the engine,

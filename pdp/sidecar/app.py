@@ -28,7 +28,7 @@ from pdp.engine import Engine
 from pdp.errors import Unavailable
 from pdp.sidecar import audit
 from pdp.sidecar.config import Config
-from pdp.sidecar.data_dir import DataDirLock
+from pdp.sidecar.follower import Follower
 from pdp.sidecar.grpc.auth import AdminAuth, subjects_from
 from pdp.sidecar.grpc.decode_guard import DecodeGuard
 from pdp.sidecar.grpc.servicers import (
@@ -42,7 +42,7 @@ from pdp.sidecar.http import http_routes
 from pdp.sidecar.metrics import Metrics
 from pdp.sidecar.reloader import Reloader
 from pdp.sidecar.service import Service
-from pdp.sidecar.tuple_log import TupleLog
+from pdp.sidecar.store import open_store
 from pdp.tokens import TokenRuntime, build_tokens
 
 log = logging.getLogger(__name__)
@@ -117,18 +117,23 @@ class App:
         self.engine = Engine(cache_ttl=cfg.cache_ttl, cache_size=cfg.cache_size)
         self.audit = audit.AuditHub(cfg.audit)
         self.metrics = Metrics()
-        # first: a second process on this data directory stops here, before touching a file
-        self.data_lock = DataDirLock(cfg.data_dir) if cfg.data_dir is not None else None
-        self.tuple_log = TupleLog(cfg.data_dir) if cfg.data_dir is not None else None
+        # Durable tuple state, shared with every sidecar that opens the same store (other
+        # processes on this data directory, or the fleet's PostgreSQL); none: memory only.
+        self.store = (
+            open_store(cfg.store, cfg.data_dir) if cfg.store or cfg.data_dir is not None else None
+        )
+        self.follower = Follower(self.store, self.engine) if self.store is not None else None
         self.health = health.HealthServicer(experimental_non_blocking=True)
         self._set_serving(False)
         self.service = Service(
             self.engine,
             self.audit,
             self.metrics,
-            self.tuple_log,
+            self.store,
+            self.follower,
             self._set_serving,
             quarantine_orphans=cfg.quarantine_orphans,
+            consistency_wait=cfg.consistency_wait,
         )
         self.file_sink = (
             audit.FileSink(
@@ -240,6 +245,8 @@ class App:
             )
         if self.cfg.watch:
             self.reloader.start()
+        if self.follower is not None:
+            self.follower.start()
         if self.tokens is not None:
             self._maintenance = threading.Thread(
                 target=self.tokens.maintain_until,
@@ -280,10 +287,10 @@ class App:
         if self.file_sink is not None:
             self.file_sink.close()
         self.audit.close()
-        if self.tuple_log is not None:
-            self.tuple_log.close()
-        if self.data_lock is not None:
-            self.data_lock.release()
+        if self.follower is not None:
+            self.follower.stop()
+        if self.store is not None:
+            self.store.close()
 
     def run_until_signal(self, on_ready: Callable[[App], Any] = lambda _: None) -> None:
         """Start, serve until SIGTERM or SIGINT, then stop gracefully."""

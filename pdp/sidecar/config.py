@@ -59,6 +59,12 @@ class Config:
     listen: str = "127.0.0.1:50051"  # or `unix:/path/to.sock`
     http_listen: str = ""  # HOST:PORT for /metrics, /healthz and the token endpoint; "" = off
     data_dir: Path | None = Path("data")  # None: written tuples live in memory only
+    # Where durable tuple state lives: "" = DATA_DIR/tuples.db (SQLite), `sqlite:///PATH`, or
+    # `postgresql://...`, the fleet's store. Every sidecar on one store follows its changelog.
+    store: str = ""
+    # How long a check demanding a tuple revision this sidecar has not applied yet waits for it
+    # (a write at another sidecar of the fleet a moment ago) before it denies STALE_TUPLES.
+    consistency_wait: float = 0.05
     watch: bool = True
     workers: int = 16
     grace_seconds: float = 10.0
@@ -121,6 +127,20 @@ OPTIONS: list[Option] = [
         Path,
         _default(Config, "data_dir"),
         "directory for durable state (tuples.db, SQLite in WAL mode)",
+    ),
+    (
+        "store",
+        str,
+        _default(Config, "store"),
+        "durable tuple state: `sqlite:///PATH` or `postgresql://USER@HOST:PORT/DB` (a fleet "
+        "shares one); empty = DATA_DIR/tuples.db",
+    ),
+    (
+        "consistency_wait",
+        float,
+        _default(Config, "consistency_wait"),
+        "seconds a check carrying a newer min_tuple_revision waits for it to arrive before it "
+        "denies with STALE_TUPLES",
     ),
     ("workers", int, _default(Config, "workers"), "gRPC worker threads"),
     (
@@ -239,6 +259,8 @@ def config_from(s: Mapping[str, Any], tokens: TokenConfig | None = None) -> Conf
         listen=s["listen"],
         http_listen=s["http_listen"],
         data_dir=Path(s["data_dir"]),
+        store=s["store"],
+        consistency_wait=s["consistency_wait"],
         watch=not s["no_watch"],
         workers=s["workers"],
         grace_seconds=s["grace_seconds"],

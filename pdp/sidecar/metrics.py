@@ -7,9 +7,15 @@ from __future__ import annotations
 
 import bisect
 import threading
+import time
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 from pdp.model import Decision, Effect, Reason
+
+if TYPE_CHECKING:
+    from pdp.sidecar.follower import FollowerState
+
 
 # Seconds. Server-side Check work is tens of microseconds; the tail is what the buckets resolve.
 BUCKETS = (0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05)
@@ -69,6 +75,7 @@ class Metrics:
         audit_dropped: int,
         audit_subscribers: int,
         tuples_quarantined: int = 0,
+        store: FollowerState | None = None,
     ) -> str:
         with self._lock:
             decisions = dict(self._decisions)
@@ -114,7 +121,26 @@ class Metrics:
             add, "pdp_audit_dropped_events_total", "Audit events dropped.", audit_dropped, "counter"
         )
         _gauge(add, "pdp_audit_subscribers", "Connected audit consumers.", audit_subscribers)
+        if store is not None:
+            _store_gauges(add, store)
         return "\n".join(out) + "\n"
+
+
+def _store_gauges(add: Callable[[str], None], store: FollowerState) -> None:
+    _gauge(add, "pdp_store_connected", "1 while the tuple store answers.", int(store.connected))
+    _gauge(add, "pdp_store_revision", "Newest revision seen in the tuple store.", store.head)
+    _gauge(
+        add,
+        "pdp_store_lag_revisions",
+        "Store revisions not yet applied here.",
+        max(store.head - store.applied, 0),
+    )
+    _gauge(
+        add,
+        "pdp_store_seconds_since_contact",
+        "Seconds since the tuple store last answered.",
+        round(time.monotonic() - store.last_contact, 3),
+    )
 
 
 def _gauge(

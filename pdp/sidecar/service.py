@@ -19,8 +19,9 @@ from pdp.engine import Engine
 from pdp.explain import explain as explain_decision
 from pdp.model import Decision, Request
 from pdp.sidecar import audit
+from pdp.sidecar.follower import Follower, FollowerState
 from pdp.sidecar.metrics import Metrics
-from pdp.sidecar.tuple_log import TupleLog
+from pdp.sidecar.store import Store
 from pdp.sidecar.writer import QuarantineReport, Writer
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,8 @@ class Status:
     tuple_revision: int
     rejected: Rejected | None
     quarantine: QuarantineReport
+    store: str  # where durable tuple state lives ("" when in memory only)
+    follower: FollowerState | None  # None when in memory only
 
 
 class Service:
@@ -56,15 +59,21 @@ class Service:
         engine: Engine,
         hub: audit.AuditHub,
         metrics: Metrics,
-        tuple_log: TupleLog | None,
+        store: Store | None,
+        follower: Follower | None,
         set_serving: Callable[[bool], None] = lambda _: None,
         *,
         quarantine_orphans: bool = False,
+        consistency_wait: float = 0.0,
     ) -> None:
         self.engine = engine
         self.audit = hub
         self.metrics = metrics
-        self.writer = Writer(engine, tuple_log, hub, quarantine_orphans=quarantine_orphans)
+        self.store = store
+        self.follower = follower
+        # How long a check that demands a newer tuple revision waits for it (then STALE_TUPLES).
+        self.consistency_wait = consistency_wait
+        self.writer = Writer(engine, store, follower, hub, quarantine_orphans=quarantine_orphans)
         self._set_serving = set_serving
         self._loaded_at = 0.0
         self._rejected: Rejected | None = None
@@ -80,6 +89,8 @@ class Service:
     ) -> tuple[Decision, str]:
         """Decide, audit, count: the decision and its decision id. Never raises."""
         t0 = time.perf_counter()
+        if min_tuple_revision > self.engine.tuple_revision:
+            self.await_revision(min_tuple_revision)
         if explain:
             decision = explain_decision(self.engine, request, min_tuple_revision=min_tuple_revision)
         else:
@@ -88,8 +99,17 @@ class Service:
         self.metrics.observe(decision, time.perf_counter() - t0)
         return decision, decision_id
 
-    def batch(self, metadata: Metadata = None) -> Batch:
-        """A batch of checks, all on the snapshot current now (`with service.batch() as b`)."""
+    def await_revision(self, revision: int) -> None:
+        """Give the follower up to `consistency_wait` to bring in `revision` (written at another
+        sidecar of the fleet a moment ago); a check still behind it then denies STALE_TUPLES."""
+        if self.follower is not None and revision > self.engine.tuple_revision:
+            self.follower.wait_for(revision, self.consistency_wait)
+
+    def batch(self, metadata: Metadata = None, min_tuple_revision: int = 0) -> Batch:
+        """A batch of checks, all on the snapshot current now (`with service.batch() as b`),
+        once the newest revision any item demands has arrived or `consistency_wait` passed."""
+        if min_tuple_revision > self.engine.tuple_revision:
+            self.await_revision(min_tuple_revision)
         return Batch(self, metadata)
 
     # ---- bundles
@@ -135,6 +155,8 @@ class Service:
             tuple_revision=self.engine.tuple_revision,
             rejected=self._rejected,
             quarantine=self.writer.quarantine,
+            store=self.store.location if self.store is not None else "",
+            follower=self.follower.state if self.follower is not None else None,
         )
 
     def metrics_text(self) -> str:
@@ -148,6 +170,7 @@ class Service:
             audit_dropped=self.audit.dropped,
             audit_subscribers=self.audit.subscriber_count,
             tuples_quarantined=st.quarantine.count,
+            store=st.follower,
         )
 
 

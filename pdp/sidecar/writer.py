@@ -1,6 +1,7 @@
 """The one owner of every change to the state decisions are made from: tuple writes, tuple reads
-for admins, and bundle swaps. Each change is validated, logged durably and applied as one step
-under one lock, so a reload can never slip between a write's validation and its commit.
+for admins, and bundle swaps. Each change is validated, committed to the store and applied as one
+step under one lock, so a reload can never slip between a write's validation and its commit.
+Changes other sidecars commit to a shared store arrive through the follower (pdp.sidecar.follower).
 
 Exceptions it raises to callers: `InvalidTuple(ValueError)` for a refused write (never stored),
 `TenantDenied(PermissionError)` for a tenant-bound caller outside its tenant, `BundleError` for a
@@ -22,7 +23,8 @@ from pdp.engine import Engine
 from pdp.identifiers import id_problem, name_problem
 from pdp.model import RelationTuple
 from pdp.sidecar import audit
-from pdp.sidecar.tuple_log import Quarantined, TupleLog
+from pdp.sidecar.follower import Follower
+from pdp.sidecar.store import Change, Quarantined, Store
 from pdp.tenancy import OPERATOR, Caller, Tenancy
 from policy_lang.checker import CheckedPolicy
 from policy_lang.diagnostics import Diagnostic, Loc
@@ -46,7 +48,8 @@ class Writer:
     def __init__(
         self,
         engine: Engine,
-        tuple_log: TupleLog | None,
+        store: Store | None,
+        follower: Follower | None,
         hub: audit.AuditHub,
         *,
         quarantine_orphans: bool = False,
@@ -55,15 +58,16 @@ class Writer:
         # At a start, stored tuples the bundle's schema no longer accepts refuse the bundle (as a
         # reload does), unless the operator chose to set them aside (`--quarantine-orphans`).
         self._quarantine_orphans = quarantine_orphans
-        self.tuple_log = tuple_log
+        self.store = store  # None: written tuples live in memory only (tests, `--data-dir ''`)
+        self._follower = follower
         self._audit = hub
         self._lock = threading.Lock()
-        # The durable overlay is replayed into the first bundle that loads, validated against
-        # its schema: before any bundle there is no schema to check a row against.
-        self._restored = tuple_log is None
+        # The store's state is booted into the first bundle that loads, validated against its
+        # schema: before any bundle there is no schema to check a row against.
+        self._restored = store is None
         self.quarantine = QuarantineReport()
-        if tuple_log is not None:
-            count, examples = tuple_log.quarantined(QUARANTINE_EXAMPLES)
+        if store is not None:
+            count, examples = store.quarantined(QUARANTINE_EXAMPLES)
             self.quarantine = QuarantineReport(count, tuple(examples))
 
     # ---- bundles
@@ -80,20 +84,18 @@ class Writer:
             else:
                 _refuse_orphans(bundle, self.engine.tuples.written())
                 self.engine.load(bundle)
-            if self.tuple_log is not None:
-                # a reload moves the tuple revision too; a restart must never move it back
-                self.tuple_log.set_revision(self.engine.tuple_revision)
 
     def _restore_into(self, bundle: Bundle) -> None:
-        """Replay the durable overlay into `bundle`, the first to load since the start.
+        """Boot the store's state into `bundle`, the first to load since the start, and follow
+        the changelog from the revision it was read at.
 
         A row that is no tuple in today's identifier grammar can match no request (every id a
         request carries is in the grammar), so setting it aside changes no answer: it is always
         quarantined. A tuple that no longer fits the schema could still decide (a `blocked`
         exclusion, say), so it refuses the bundle, fail closed, unless quarantine_orphans.
         """
-        assert self.tuple_log is not None
-        overlay = self.tuple_log.load()
+        assert self.store is not None
+        overlay = self.store.snapshot()
         bad = [
             Quarantined(text, present, "not a relation tuple in the identifier grammar")
             for text, present in overlay.unreadable
@@ -116,9 +118,11 @@ class Writer:
             )
         bad.extend(orphans)
         if bad:
-            self.tuple_log.quarantine(bad, time.time())
+            self.store.quarantine(bad, time.time())
         self.engine.load(bundle)
         self.engine.restore_tuples(writes, overlay.deletes, overlay.revision)
+        if self._follower is not None:
+            self._follower.start_at(overlay.revision)
         log.info(
             "restored %d written and %d deleted tuples at revision %d",
             len(writes),
@@ -126,13 +130,13 @@ class Writer:
             overlay.revision,
         )
         if bad:
-            count, examples = self.tuple_log.quarantined(QUARANTINE_EXAMPLES)
+            count, examples = self.store.quarantined(QUARANTINE_EXAMPLES)
             self.quarantine = QuarantineReport(count, tuple(examples))
             log.error(
                 "%d stored tuple row(s) could not be applied and were quarantined "
-                "(table `quarantine` in %s); first: %s (%s)",
+                "(the quarantine table of %s); first: %s (%s)",
                 len(bad),
-                self.tuple_log.path,
+                self.store.location,
                 bad[0].tuple,
                 bad[0].reason,
             )
@@ -154,7 +158,8 @@ class Writer:
         deletes: Sequence[RelationTuple] = (),
         caller: Caller = OPERATOR,
     ) -> int:
-        """Validate, log durably, apply, audit; returns the new tuple revision.
+        """Validate, commit to the store, apply, audit; returns the store revision it committed
+        at (StoreUnavailable, and nothing acknowledged, when the store cannot commit).
 
         INVARIANT: nothing is stored unless everything is accepted, and nothing is visible to a
         check before it is durable.
@@ -172,12 +177,14 @@ class Writer:
             tenancy.confine(caller, writes, "write")
             tenancy.confine(caller, deletes, "delete")
             self.engine.validate_tuples(writes)
-            revision = self.engine.tuple_revision + 1
-            if self.tuple_log is not None:
-                self.tuple_log.append(writes, deletes, revision)
-            # validated above against this same snapshot (reloads wait for our lock): cannot fail
-            applied = self.engine.write_tuples(writes, deletes)
-            assert applied == revision, (applied, revision)
+            if self.store is None or self._follower is None:
+                revision = self.engine.write_tuples(writes, deletes)
+            else:
+                revision = self.store.append(writes, deletes)
+                # Applied before the answer, so this sidecar's next check sees the write.
+                self._follower.applied_own(
+                    revision, Change(revision, tuple(writes), tuple(deletes))
+                )
         self._audit.event(
             audit.TUPLES_WRITTEN,
             {

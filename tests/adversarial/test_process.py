@@ -11,7 +11,7 @@ from pdp._proto.pdp.v1 import pdp_pb2
 from pdp.client import check_request, entity
 
 from .saas import document, user
-from .serve import ServeFactory, _read_line
+from .serve import ServeFactory, operator_token, wait_for
 
 
 def test_token_only_mode_refuses_self_asserted_subjects(
@@ -38,19 +38,31 @@ def test_token_only_mode_refuses_self_asserted_subjects(
     served.stop()
 
 
-def test_a_second_process_on_a_data_dir_in_use_is_refused(
+def test_two_processes_on_one_data_dir_share_its_store(
     pdp_serve: ServeFactory, saas_bundle: Path, tmp_path: Path
 ) -> None:
+    """The embedded store is a changelog both follow: a write at one is seen at the other (a
+    revocation above all), and a check carrying the writer's revision never answers from older
+    data."""
     data = tmp_path / "shared-data"
     first = pdp_serve.start(saas_bundle, data_dir=data)
-    second = pdp_serve.popen(saas_bundle, data_dir=data, log=tmp_path / "second.log")
-    assert second.wait(30) == 1
-    err = (tmp_path / "second.log").read_text()
-    assert f"in use by another pdp process (pid {first.proc.pid})" in err
-    assert "Traceback" not in err
-    assert _read_line(second, 0.1) == ""  # it never said it was serving
-    # a killed owner leaves no stale lock behind
+    second = pdp_serve.start(saas_bundle, data_dir=data)
+    token = operator_token(pdp_serve, first)
+    grant = "document:shared-1#viewer@user:zed"
+    zed, doc = user("zed"), document("shared-1")
+    assert second.check(zed, "read", doc).decision == pdp_pb2.EFFECT_DENY
+    revision = first.write(token, writes=[grant])
+    # the revision is a consistency token at the other process too: it waits, then answers
+    fresh = second.check(zed, "read", doc, min_tuple_revision=revision)
+    assert (fresh.decision, fresh.tuple_revision) == (pdp_pb2.EFFECT_ALLOW, revision)
+    revoked = second.write(token, deletes=[grant])
+    wait_for(lambda: first.check(zed, "read", doc).decision == pdp_pb2.EFFECT_DENY)
+    assert first.check(zed, "read", doc, min_tuple_revision=revoked).decision == (
+        pdp_pb2.EFFECT_DENY
+    )
+    # a check demanding a revision no process has written yet is never answered from older data
+    ahead = second.check(zed, "read", doc, min_tuple_revision=revoked + 100)
+    assert (ahead.decision, ahead.reason) == (pdp_pb2.EFFECT_DENY, pdp_pb2.REASON_STALE_TUPLES)
     first.kill()
-    third = pdp_serve.start(saas_bundle, data_dir=data)
-    assert third.check(user("alice"), "read", document("spec-1")).decision == pdp_pb2.EFFECT_ALLOW
-    third.stop()
+    assert second.check(zed, "read", doc).decision == pdp_pb2.EFFECT_DENY
+    second.stop()

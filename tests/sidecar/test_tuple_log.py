@@ -14,7 +14,7 @@ import grpc
 from pdp._proto.pdp.v1 import pdp_pb2, pdp_pb2_grpc
 from pdp.model import RelationTuple
 from pdp.sidecar.app import App
-from pdp.sidecar.tuple_log import TupleLog
+from pdp.sidecar.store.sqlite import SqliteStore
 
 from .support import MALLORY, Authed, doc, mint, req, tuple_pb
 
@@ -23,14 +23,19 @@ T2 = RelationTuple.parse("document:b#viewer@group:eng#member")
 
 
 def test_overlay_keeps_the_latest_state_per_tuple(tmp_path: Path) -> None:
-    log = TupleLog(tmp_path)
-    log.append([T1, T2], [], 2)
-    log.append([], [T1], 3)
-    log.close()
-    overlay = TupleLog(tmp_path).load()
+    store = SqliteStore(tmp_path / "tuples.db")
+    assert store.append([T1, T2], []) == 1
+    assert store.append([], [T1]) == 2
+    store.close()
+    again = SqliteStore(tmp_path / "tuples.db")
+    overlay = again.snapshot()
     assert overlay.writes == (T2,)
     assert overlay.deletes == (T1,)
-    assert overlay.revision == 3
+    assert overlay.revision == 2
+    assert [(c.revision, c.writes, c.deletes) for c in again.changes_since(0, 10)] == [
+        (1, (T1, T2), ()),
+        (2, (), (T1,)),
+    ]
 
 
 def test_restart_keeps_written_and_deleted_tuples(make_app: Callable[..., App]) -> None:

@@ -11,7 +11,8 @@ from pdp.bundle.tuple_schema import InvalidTuple
 from pdp.engine import Engine
 from pdp.model import RelationTuple
 from pdp.sidecar import audit
-from pdp.sidecar.tuple_log import TupleLog
+from pdp.sidecar.follower import Follower
+from pdp.sidecar.store.sqlite import SqliteStore
 from pdp.sidecar.writer import Writer
 from pdp.tenancy import Caller, TenantDenied
 
@@ -26,11 +27,12 @@ permit r: read on doc when subject has viewer on resource
 T = RelationTuple.parse
 
 
-def _writer(tmp_path: Path) -> tuple[Writer, TupleLog]:
-    log = TupleLog(tmp_path)
-    writer = Writer(Engine(), log, audit.AuditHub())
+def _writer(tmp_path: Path) -> tuple[Writer, SqliteStore]:
+    store = SqliteStore(tmp_path / "tuples.db")
+    engine = Engine()
+    writer = Writer(engine, store, Follower(store, engine), audit.AuditHub())
     writer.apply_bundle(bundle_from_text(POLICY))
-    return writer, log
+    return writer, store
 
 
 @pytest.mark.parametrize(
@@ -52,7 +54,7 @@ def test_a_refused_write_is_never_stored(
     del_tuples = [T(t) if isinstance(t, str) else t for t in deletes]
     with pytest.raises(InvalidTuple, match=error):
         writer.write(as_tuples, del_tuples)  # type: ignore[arg-type]
-    overlay = log.load()
+    overlay = log.snapshot()
     assert (overlay.writes, overlay.deletes, overlay.revision) == ((), (), revision)
     assert writer.engine.read_tuples() == []
 
@@ -61,13 +63,14 @@ def test_a_tenant_bound_caller_is_refused_before_anything_is_stored(tmp_path: Pa
     writer, log = _writer(tmp_path)  # a bundle without [tenancy]: no id is in any tenant
     with pytest.raises(TenantDenied):
         writer.write([T("doc:acme/1#viewer@user:acme/a")], caller=Caller("x", "acme"))
-    assert log.load().writes == ()
+    assert log.snapshot().writes == ()
     revision = writer.engine.tuple_revision
     assert writer.write([T("doc:1#viewer@user:a")], caller=Caller("ops", None)) == revision + 1
-    assert log.load().writes == (T("doc:1#viewer@user:a"),)
+    assert log.snapshot().writes == (T("doc:1#viewer@user:a"),)
 
 
 def test_a_write_with_no_bundle_is_refused(tmp_path: Path) -> None:
-    writer = Writer(Engine(), TupleLog(tmp_path), audit.AuditHub())
+    store = SqliteStore(tmp_path / "tuples.db")
+    writer = Writer(Engine(), store, Follower(store, Engine()), audit.AuditHub())
     with pytest.raises(InvalidTuple, match="no bundle"):
         writer.write([T("doc:1#viewer@user:a")])

@@ -8,6 +8,7 @@ import base64
 import bisect
 import contextvars
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -162,8 +163,10 @@ class AuthorizerServicer(pdp_pb2_grpc.AuthorizerServicer):
         out = pdp_pb2.BatchCheckResponse()
         add_result = out.results.add
         fill = self._templates.fill
-        # one bundle revision for the whole batch, even across a reload
-        with self._service.batch(context.invocation_metadata) as batch:
+        # one bundle revision for the whole batch, even across a reload, once the newest tuple
+        # revision any item demands has arrived (or the consistency wait is over)
+        newest = max((item.request.min_tuple_revision for item in items), default=0)
+        with self._service.batch(context.invocation_metadata, newest) as batch:
             check = batch.check
             for i, item in enumerate(items):
                 result = add_result()
@@ -276,6 +279,12 @@ class AdminServicer(pdp_pb2_grpc.AdminServicer):
         )
         if st.loaded_at:
             out.loaded_at.CopyFrom(wire.timestamp(st.loaded_at))
+        out.store = st.store
+        if st.follower is not None:
+            out.store_connected = st.follower.connected
+            out.store_revision = st.follower.head
+            out.store_seconds_since_contact = time.monotonic() - st.follower.last_contact
+            out.store_error = st.follower.error
         if st.quarantine.count:
             out.quarantined_tuples = st.quarantine.count
             out.quarantined_examples.extend(

@@ -12,7 +12,7 @@ from typing import NoReturn
 import grpc
 
 from pdp import errors
-from pdp.errors import InvalidRequest, Overloaded, PermissionDenied
+from pdp.errors import InvalidRequest, Overloaded, PermissionDenied, Unavailable
 from pdp.tokens.errors import InvalidToken
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,8 @@ def to_status(exc: BaseException) -> tuple[grpc.StatusCode, str]:
         return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
     if isinstance(exc, Overloaded):
         return grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)
+    if isinstance(exc, Unavailable):  # e.g. the tuple store is down: retry later, elsewhere
+        return grpc.StatusCode.UNAVAILABLE, str(exc)
     if isinstance(exc, PermissionDenied):  # known caller, no permission
         return grpc.StatusCode.PERMISSION_DENIED, str(exc)
     if isinstance(exc, InvalidToken):  # a short fixed reason, never the token itself
