@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,8 +21,10 @@ from pdp.model import Decision, Request
 from pdp.sidecar import audit
 from pdp.sidecar.follower import Follower, FollowerState
 from pdp.sidecar.metrics import Metrics
-from pdp.sidecar.store import Store
+from pdp.sidecar.store import Change, Store, StoreUnavailable
+from pdp.sidecar.watch import watch
 from pdp.sidecar.writer import QuarantineReport, Writer
+from pdp.tenancy import Caller, Tenancy
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +143,32 @@ class Service:
                 "errors": list(errors),
                 "serving_revision": active.revision if active else "",
             },
+        )
+
+    # ---- the changelog
+    def watch(
+        self,
+        caller: Caller,
+        after: int | None,
+        object_types: frozenset[str],
+        stopped: Callable[[], bool],
+    ) -> Iterator[Change]:
+        """Committed tuple changes after `after`, as `caller` may see them (pdp.sidecar.watch)."""
+        if self.store is None or self.follower is None:
+            raise StoreUnavailable("this sidecar keeps tuples in memory only: nothing to watch")
+
+        def tenancy() -> Tenancy:
+            bundle = self.engine.bundle
+            return bundle.settings.tenancy if bundle is not None else Tenancy()
+
+        return watch(
+            self.store,
+            self.follower,
+            caller=caller,
+            tenancy=tenancy,
+            after=after,
+            object_types=object_types,
+            stopped=stopped,
         )
 
     # ---- status

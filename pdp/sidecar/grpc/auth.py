@@ -3,7 +3,8 @@ tenant carried into the call, and `subject_token` verification for Check."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextvars
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
@@ -22,6 +23,7 @@ ADMIN_SCOPES = {
     ADMIN_PREFIX + "WriteTuples": "tuples:write",
     ADMIN_PREFIX + "DeleteTuples": "tuples:write",
     ADMIN_PREFIX + "ReadTuples": "tuples:read",
+    ADMIN_PREFIX + "Watch": "tuples:read",
     ADMIN_PREFIX + "SubscribeAudit": "audit:read",
     ADMIN_PREFIX + "BundleStatus": "audit:read",
 }
@@ -72,13 +74,17 @@ class AdminAuth(grpc.ServerInterceptor):  # type: ignore[misc]  # grpc ships no 
             caller = self.authorize(method, authorization)
         except Exception as exc:
             return _refusal(handler, *to_status(exc))
-        if handler.response_streaming:  # the audit stream: nothing it does needs the caller
-            return handler
         return _as_caller(handler, Caller.from_claims(caller.subject, caller.tenant))
 
 
 def _as_caller(handler: Any, caller: Caller) -> Any:
-    """`handler` with ADMIN_CALLER set to `caller` while it runs (in the worker thread)."""
+    """`handler` with ADMIN_CALLER set to `caller` while it runs (in the worker thread).
+
+    A streaming handler is a generator gRPC resumes later, outside this call: each step runs in
+    a context that holds the caller, or a tenant-bound caller would be served as the default
+    (tenantless) one (Admin.Watch filters by the caller's tenant)."""
+    if handler.response_streaming:
+        return _as_caller_streaming(handler, caller)
     behavior = handler.unary_unary
 
     def call(request: object, context: grpc.ServicerContext) -> Any:
@@ -89,6 +95,26 @@ def _as_caller(handler: Any, caller: Caller) -> Any:
             ADMIN_CALLER.reset(reset)
 
     return grpc.unary_unary_rpc_method_handler(
+        call,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
+
+
+def _as_caller_streaming(handler: Any, caller: Caller) -> Any:
+    behavior = handler.unary_stream
+
+    def call(request: object, context: grpc.ServicerContext) -> Iterator[Any]:
+        ctx = contextvars.copy_context()
+        ctx.run(ADMIN_CALLER.set, caller)
+        responses = ctx.run(behavior, request, context)
+        while True:
+            try:
+                yield ctx.run(next, responses)
+            except StopIteration:
+                return
+
+    return grpc.unary_stream_rpc_method_handler(
         call,
         request_deserializer=handler.request_deserializer,
         response_serializer=handler.response_serializer,

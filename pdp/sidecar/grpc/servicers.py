@@ -339,6 +339,32 @@ class AdminServicer(pdp_pb2_grpc.AdminServicer):
                 self._streams.discard(sub)
             hub.unsubscribe(sub)
 
+    def Watch(
+        self, request: pdp_pb2.WatchRequest, context: grpc.ServicerContext
+    ) -> Iterator[pdp_pb2.WatchResponse]:
+        try:
+            after = request.after_revision if request.HasField("after_revision") else None
+            if after is not None and after < 0:
+                raise RequestInvalid("after_revision", "must be 0 or more")
+            types = frozenset(
+                wire.name(t, f"object_types[{i}]", self._limits)
+                for i, t in enumerate(request.object_types)
+            )
+            changes = self._service.watch(
+                ADMIN_CALLER.get(),
+                after,
+                types,
+                lambda: self._stopping.is_set() or not context.is_active(),
+            )
+            for change in changes:
+                yield pdp_pb2.WatchResponse(
+                    revision=change.revision,
+                    writes=[wire.tuple_message(t) for t in change.writes],
+                    deletes=[wire.tuple_message(t) for t in change.deletes],
+                )
+        except Exception as exc:
+            abort(context, exc)
+
     def shutdown(self) -> None:
         """End every audit stream, so a graceful stop need not wait for their callers."""
         self._stopping.set()
