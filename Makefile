@@ -69,6 +69,14 @@ bench-quick: $(PROTO_STAMP)
 bench-instructions: $(PROTO_STAMP)
 	$(PY) -m benchmarks.instructions
 
+# PostgreSQL and sidecars on loopback: propagation, write throughput, cold start from 1M tuples.
+bench-fleet: $(PROTO_STAMP)
+	$(PY) -m benchmarks.fleet
+
+# PostgreSQL (from the machine's binaries) and three sidecars: a write at one seen at the others.
+fleet-demo: $(PROTO_STAMP)
+	$(PY) -m benchmarks.fleet --demo
+
 bench-peers: $(PROTO_STAMP)
 	$(PY) -m benchmarks.peers.run
 
