@@ -1,5 +1,6 @@
-"""`pdp bundle`: write a bundle's file manifest (`build`, optionally signed), check one (`verify`),
-and make a signing key pair (`keygen`)."""
+"""`pdp bundle`: write a bundle's file manifest (`build`, optionally signed, optionally packed into
+an archive a bundle server can serve), check one (`verify`), and make a signing key pair
+(`keygen`)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from cryptography.hazmat.primitives import serialization
 
 from pdp.bundle import BundleError, bundle_from_files, load_bundle
 from pdp.bundle import manifest as bundle_manifest
+from pdp.bundle.archive import pack
 from pdp.bundle.files import MANIFEST_FILE, SIGNATURES_FILE, BundleReadError, read_files
 from pdp.bundle_signing import ALGORITHMS, Verifier, key_id, sign
 from pdp.tokens.errors import KeyConfigError
@@ -34,6 +36,14 @@ def add_commands(sub: Any) -> None:
         type=Path,
         metavar="FILE",
         help=f"private key (PEM, ES256 or EdDSA): also write `{SIGNATURES_FILE}`",
+    )
+    b.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        metavar="FILE.tar.gz",
+        help="also pack the bundle, manifest and signature into this archive (for `pdp serve "
+        "--bundle https://...`)",
     )
     b.set_defaults(handler=cmd_build)
 
@@ -76,7 +86,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     except (KeyConfigError, OSError) as exc:
         print(f"error: --sign-key: {exc}", file=sys.stderr)
         return 2
-    _write_atomic(root / MANIFEST_FILE, bundle_manifest.manifest_bytes(hashes))
+    manifest = bundle_manifest.manifest_bytes(hashes)
+    _write_atomic(root / MANIFEST_FILE, manifest)
     print(f"wrote {root / MANIFEST_FILE}: {len(hashes)} files")
     stale = root / SIGNATURES_FILE
     if signatures is not None:
@@ -85,6 +96,11 @@ def cmd_build(args: argparse.Namespace) -> int:
     elif stale.exists():
         stale.unlink()  # it signed other content; left in place it would only be refused
         print(f"removed {stale}: it signed an older file list (sign again with --sign-key)")
+    if args.output is not None:
+        # The archive holds exactly the bytes that were hashed (and signed), not a second read.
+        meta = {MANIFEST_FILE: manifest} | ({SIGNATURES_FILE: signatures} if signatures else {})
+        _write_atomic(args.output, pack({**files.files, **meta}))
+        print(f"wrote {args.output}: {len(files.files) + len(meta)} files")
     return 0
 
 

@@ -155,7 +155,9 @@ class _Content:
         except UnicodeDecodeError as exc:
             diags.append(Diagnostic("read_error", f"cannot read: {exc}", Loc(name, 0, 0)))
             return
-        self.digest.update(name.encode() + b"\0" + text.encode() + b"\0")
+        # the relative name: a bundle's revision is the same wherever it lies (every sidecar of a
+        # fleet unpacks a downloaded bundle into a directory of its own)
+        self.digest.update(rel.encode() + b"\0" + text.encode() + b"\0")
         if rel.endswith(POLICY_SUFFIX):
             self.sources[name] = text
             self._add_policy(name, text, diags)

@@ -27,6 +27,7 @@ from pdp.bundle_signing import Verifier as BundleVerifier
 from pdp.engine import Engine
 from pdp.errors import Unavailable
 from pdp.sidecar import audit
+from pdp.sidecar.bundle_source import BundleSource, HttpBundleSource, redacted
 from pdp.sidecar.config import Config
 from pdp.sidecar.follower import Follower
 from pdp.sidecar.grpc.auth import AdminAuth, subjects_from
@@ -77,6 +78,28 @@ def bundle_loader(cfg: Config) -> Callable[[Path], Bundle]:
         return load_bundle(path, verify=verify, quiet_seconds=cfg.bundle_quiet_seconds)
 
     return load
+
+
+def bundle_source(cfg: Config, load: Callable[[Path], Bundle], service: Service) -> BundleSource:
+    """The bundle directory, watched, or the bundle URL, polled (pdp.sidecar.bundle_source)."""
+    if not cfg.bundle_url:
+        return Reloader(
+            cfg.bundle, load=load, apply=service.apply_bundle, rejected=service.reject_bundle
+        )
+    if cfg.bundle_verify_key is None:
+        log.warning(
+            "INSECURE: bundles from %s are loaded unsigned: whoever can answer for that URL "
+            "decides every check; set --bundle-verify-key",
+            redacted(cfg.bundle_url),
+        )
+    return HttpBundleSource(
+        cfg.bundle_url,
+        cfg.bundle,
+        load=load,
+        apply=service.apply_bundle,
+        rejected=service.reject_bundle,
+        poll_seconds=cfg.bundle_poll_seconds,
+    )
 
 
 class CannotListen(Unavailable):
@@ -147,12 +170,7 @@ class App:
             self.tokens = build_tokens(cfg.tokens, on_event=token_audit_hook(self.audit))
             if subject_from_token is None:
                 subject_from_token = subjects_from(self.tokens.verifier)
-        self.reloader: Reloader[Bundle] = Reloader(
-            cfg.bundle,
-            load=load,
-            apply=self.service.apply_bundle,
-            rejected=self.service.reject_bundle,
-        )
+        self.reloader = bundle_source(cfg, load, self.service)
         if cfg.subjects not in SUBJECT_MODES:
             raise ValueError(f"subjects: `{cfg.subjects}` is not one of {', '.join(SUBJECT_MODES)}")
         if cfg.subjects == TOKEN_ONLY and subject_from_token is None:
@@ -241,7 +259,8 @@ class App:
         if not loaded:
             # fail closed: serve, deny everything with NO_BUNDLE, report NOT_SERVING until fixed
             log.error(
-                "no valid bundle at %s; every check is denied until one loads", self.cfg.bundle
+                "no valid bundle at %s; every check is denied until one loads",
+                redacted(self.cfg.bundle_url) if self.cfg.bundle_url else self.cfg.bundle,
             )
         if self.cfg.watch:
             self.reloader.start()

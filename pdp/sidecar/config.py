@@ -55,6 +55,8 @@ DEFAULT_AUDIT = AuditSettings()
 
 @dataclass(frozen=True, slots=True)
 class Config:
+    # The bundle directory, watched; with `bundle_url`, where the downloaded bundles are kept
+    # (DATA_DIR/bundles from the command line), the last good one surviving a restart.
     bundle: Path
     listen: str = "127.0.0.1:50051"  # or `unix:/path/to.sock`
     http_listen: str = ""  # HOST:PORT for /metrics, /healthz and the token endpoint; "" = off
@@ -89,6 +91,10 @@ class Config:
     bundle_verify_key: Path | None = None
     # A bundle is loaded once two reads this far apart agree (pdp.bundle.files.read_stable).
     bundle_quiet_seconds: float = QUIET_SECONDS
+    # An http(s):// URL of a bundle archive (`pdp bundle build -o`), polled instead of a directory.
+    bundle_url: str = ""
+    # How often the bundle URL is asked for a newer archive (If-None-Match: an unchanged one is 304).
+    bundle_poll_seconds: float = 10.0
 
 
 def _default(cls: type, name: str) -> Any:
@@ -101,7 +107,20 @@ Option = tuple[str, type, Any, str]
 # (key, type, default, help). The key is the flag (`--http-listen`), the env var (`PDP_HTTP_LISTEN`)
 # and the TOML key (`http_listen`).
 OPTIONS: list[Option] = [
-    ("bundle", Path, None, "bundle directory to serve and watch for changes (required)"),
+    (
+        "bundle",
+        str,
+        None,
+        "bundle directory to serve and watch for changes, or an http(s):// URL of a bundle "
+        "archive to poll (`pdp bundle build -o`; the last good one is kept under DATA_DIR/bundles) "
+        "(required)",
+    ),
+    (
+        "bundle_poll_seconds",
+        float,
+        _default(Config, "bundle_poll_seconds"),
+        "with a bundle URL: seconds between polls (If-None-Match: an unchanged bundle is not sent)",
+    ),
     (
         "bundle_verify_key",
         Path,
@@ -254,8 +273,9 @@ def _bool(value: object) -> bool:
 def config_from(s: Mapping[str, Any], tokens: TokenConfig | None = None) -> Config:
     """The Config of merged settings (`settings`) and the token configuration they made;
     `bundle` must be set."""
+    url = s["bundle"] if str(s["bundle"]).lower().startswith(("http://", "https://")) else ""
     return Config(
-        bundle=Path(s["bundle"]),
+        bundle=Path(s["data_dir"]) / "bundles" if url else Path(s["bundle"]),
         listen=s["listen"],
         http_listen=s["http_listen"],
         data_dir=Path(s["data_dir"]),
@@ -277,4 +297,6 @@ def config_from(s: Mapping[str, Any], tokens: TokenConfig | None = None) -> Conf
         subjects=s["subjects"],
         quarantine_orphans=s["quarantine_orphans"],
         bundle_verify_key=Path(s["bundle_verify_key"]) if s["bundle_verify_key"] else None,
+        bundle_url=url,
+        bundle_poll_seconds=s["bundle_poll_seconds"],
     )
