@@ -14,6 +14,7 @@ import os
 import secrets
 import shutil
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ B = TypeVar("B")
 CURRENT = "current"  # DATA_DIR/bundles/current -> b-...: the last good bundle, swapped by rename
 _SOURCE_FILE = ".source.json"  # beside the bundle's files (a dot name: not part of the bundle)
 _VERSION_PREFIX = "b-"
+_LEFTOVER_SECONDS = 600.0
 
 
 class BundleSource(Protocol):
@@ -141,7 +143,9 @@ class HttpBundleSource(Generic[B]):
         current = self.cache_dir / CURRENT
         kept = current.resolve() if current.is_dir() else None
         for entry in self.cache_dir.iterdir():  # leftovers of a crash mid-download or mid-swap
-            if entry.name.startswith(_VERSION_PREFIX) and entry != kept:
+            # only old ones: another process sharing this data directory may be downloading now
+            leftover = entry.name.startswith((_VERSION_PREFIX, f".{CURRENT}."))
+            if leftover and entry != kept and _age(entry) > _LEFTOVER_SECONDS:
                 _remove(entry)
         if kept is None:
             return
@@ -251,6 +255,13 @@ def _read_origin(directory: Path) -> _Origin:
         return _Origin(str(obj["url"]), str(obj["etag"]), str(obj["sha256"]))
     except (OSError, orjson.JSONDecodeError, KeyError, TypeError):
         return _Origin("", "", "")
+
+
+def _age(path: Path) -> float:
+    try:
+        return time.time() - path.lstat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def _remove(path: Path) -> None:

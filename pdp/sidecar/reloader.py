@@ -3,6 +3,7 @@
 A bundle that fails to load or to apply is refused and reported; the last good one keeps serving.
 The watch never dies: it waits for a directory that does not exist yet, follows a directory
 replaced by rename, symlink or delete-and-recreate, and turns any failure into a reported refusal.
+It is the directory `BundleSource`; a bundle URL is polled by pdp.sidecar.bundle_source instead.
 """
 
 from __future__ import annotations

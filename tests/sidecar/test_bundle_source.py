@@ -419,3 +419,22 @@ def test_an_archive_round_trips_through_build_and_unpack(
     unpack(data, tmp_path / "out")
     verified = load_bundle(tmp_path / "out", verify=Verifier.from_file(public))
     assert verified.revision == load_bundle(bundle).revision
+
+
+def test_a_cold_start_removes_old_leftovers_but_not_a_download_in_progress(
+    tmp_path: Path,
+    server: BundleServer,
+    keys: tuple[Path, Path],
+    bundle: Path,
+    sources: Callable[..., HttpBundleSource[Bundle]],
+) -> None:
+    private, public = keys
+    server.publish("b.tar.gz", build_archive(bundle, tmp_path / "b.tar.gz", private))
+    cache = tmp_path / "cache"
+    (cache / "b-crashed").mkdir(parents=True)
+    os.utime(cache / "b-crashed", (1, 1))
+    (cache / "b-another-process-downloading").mkdir()
+    assert sources(server.url("b.tar.gz"), cache, Recorder(public)).reload_now()
+    names = {p.name for p in cache.iterdir()}
+    assert "b-crashed" not in names
+    assert "b-another-process-downloading" in names
