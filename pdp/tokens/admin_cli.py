@@ -24,7 +24,8 @@ def create_client(
     roles: tuple[str, ...] = (),
     grant_types: tuple[str, ...] = (CLIENT_CREDENTIALS,),
 ) -> str:
-    """Store a new client (or re-key an existing one) in the SQLite file; return its secret."""
+    """Store a new client (or re-key an existing one) in the SQLite file or the `postgresql://`
+    store `db_path` names; return its secret."""
     store = TokenStore(db_path)
     try:
         return clients.create_client(
@@ -80,7 +81,12 @@ def add_commands(sub: Any) -> None:
     tsub = tokens.add_subparsers(dest="tokens_command", required=True)
 
     p = tsub.add_parser("create-client", help="create a client and print its secret once")
-    p.add_argument("--db", required=True, help="the token SQLite file")
+    p.add_argument(
+        "--db",
+        required=True,
+        help="the token SQLite file, or the fleet's postgresql:// store (a password is best "
+        "given as PGPASSWORD)",
+    )
     p.add_argument("--client-id", required=True)
     p.add_argument("--tenant", required=True, help='the tenant it acts in ("*" = exchange only)')
     p.add_argument("--scope", action="append", default=[])

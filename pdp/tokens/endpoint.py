@@ -22,7 +22,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from pdp.tokens.clients import CLIENT_CREDENTIALS, GRANT_TYPES, REFRESH_TOKEN, TOKEN_EXCHANGE
-from pdp.tokens.errors import OAuthError
+from pdp.tokens.errors import OAuthError, TokenStoreUnavailable
 from pdp.tokens.keys import KeyRing
 from pdp.tokens.service import TokenService
 from pdp.tokens.store import Client
@@ -55,6 +55,8 @@ def error_response(exc: OAuthError) -> Response:
         headers["WWW-Authenticate"] = 'Basic realm="pdp", error="invalid_client"'
     elif exc.status == 429:
         headers["Retry-After"] = "60"
+    elif exc.status == 503:
+        headers["Retry-After"] = "1"
     return _json(body, exc.status, headers)
 
 
@@ -138,6 +140,10 @@ class TokenEndpoint:
             return work(client, form)
         except OAuthError as exc:
             return error_response(exc)
+        except TokenStoreUnavailable:
+            # Nothing was issued, rotated or revoked: the client may simply retry.
+            log.warning("token endpoint: the token store is unavailable")
+            return error_response(OAuthError("temporarily_unavailable", "retry later", 503))
         except Exception as exc:
             # No signing key, a database error...: a JSON answer that is still never cached.
             # Only the exception type is logged: messages could quote request data.

@@ -5,12 +5,14 @@ TokenError(Exception)
  │                              (also pdp.errors.Unauthenticated, and a ValueError)
  ├── KeyConfigError             the key directory or a trusted-IdP file is unusable
  │                              (also pdp.errors.Refused)
+ ├── TokenStoreUnavailable      the token store cannot be reached now (also
+ │                              pdp.errors.Unavailable); verification goes on from memory
  └── OAuthError                 a token-endpoint failure carrying its RFC 6749 error code
 """
 
 from __future__ import annotations
 
-from pdp.errors import Refused, Unauthenticated
+from pdp.errors import Refused, Unauthenticated, Unavailable
 
 
 class TokenError(Exception):
@@ -26,6 +28,11 @@ class InvalidToken(TokenError, Unauthenticated, ValueError):
 
 class KeyConfigError(TokenError, Refused):
     """A key file, the key directory or a trusted-IdP configuration cannot be used."""
+
+
+class TokenStoreUnavailable(TokenError, Unavailable):
+    """The token store cannot be reached or did not commit; the message names it without its
+    password."""
 
 
 class OAuthError(TokenError):

@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 # Also how long a key retired by `pdp tokens rotate-key` keeps verifying, unless told otherwise.
 DEFAULT_ACCESS_TOKEN_LIFETIME = 600  # 10 minutes
+# How long one wait for a revocation notification blocks: also how soon the listener sees `stop`.
+LISTEN_TIMEOUT = 0.5
 
 
 class StopSignal(Protocol):
@@ -40,7 +42,7 @@ class TokenConfig:
     """Where keys and state live and what tokens say. Paths only: never key material inline."""
 
     key_dir: Path
-    db_path: Path
+    db_path: Path  # the SQLite file of token state, unless `store_url` names a PostgreSQL
     issuer: str  # also the public base URL of the endpoint (RFC 8414 metadata)
     audience: str  # this deployment: tokens for any other audience fail
     trusted_idps_file: Path | None = None
@@ -54,6 +56,12 @@ class TokenConfig:
     source_failure_limit: int = 10
     failure_window: float = 60.0
     verified_cache_size: int = 100_000
+    # `postgresql://...`: token state shared by a fleet (then `db_path` is not used), and
+    # revocations pushed to every sidecar (LISTEN/NOTIFY) instead of read every pass
+    store_url: str = ""
+    # the listener's reconnect backoff after losing the store: from this, doubling, to the max
+    listen_backoff: float = 0.2
+    listen_backoff_max: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,13 +96,51 @@ class TokenRuntime:
 
     def maintain_until(self, stop: StopSignal) -> None:
         """The one maintenance loop: a pass every `maintenance_interval` seconds until `stop` is
-        set (a `threading.Event`; tests pass their own). The sidecar runs it on a thread.
+        set (a `threading.Event`; tests pass their own). The sidecar runs it on a thread. With a
+        store that pushes revocations, `listen_until` runs beside it on a thread of its own; the
+        periodic pass stays the fallback.
         """
+        listener = None
+        if self.store.revocation_feed:
+            listener = threading.Thread(
+                target=self.listen_until, args=(stop,), name="token-revocations", daemon=True
+            )
+            listener.start()
         while not stop.wait(self.config.maintenance_interval):
             try:
                 self.maintain()
             except Exception:  # keep the last good keys; the next pass tries again
                 log.exception("token maintenance failed")
+        if listener is not None:
+            listener.join()
+
+    def listen_until(self, stop: StopSignal) -> None:
+        """Pull revocations the moment another sidecar's commit announces them, until `stop`.
+
+        Never dies: a lost connection is retried with backoff (doubling up to
+        `listen_backoff_max`), logged once per outage; meanwhile verification goes on with the
+        revocations already in memory, and the first wake-up after reconnecting pulls whatever
+        was revoked in between.
+        """
+        backoff, down = self.config.listen_backoff, False
+        while not stop.wait(0):
+            try:
+                if self.store.wait_for_revocation(LISTEN_TIMEOUT):
+                    self.service.sync_revocations()
+                if down:
+                    log.info("token revocation feed from %s is back", self.store.location)
+                backoff, down = self.config.listen_backoff, False
+            except Exception as exc:
+                if not down:
+                    log.warning(
+                        "token revocation feed lost (%s); retrying, verifying with the "
+                        "revocations already known",
+                        type(exc).__name__,
+                    )
+                down = True
+                if stop.wait(backoff):
+                    return
+                backoff = min(backoff * 2, self.config.listen_backoff_max)
 
     async def maintain_forever(self) -> None:
         """`maintain_until` on a worker thread for as long as this coroutine runs (the token
@@ -123,7 +169,7 @@ def build_tokens(
         on_event=on_event,
         clock=clock,
     )
-    store = TokenStore(config.db_path)
+    store = TokenStore(config.store_url or config.db_path)
     verifier = Verifier(
         keys,
         issuer=config.issuer,

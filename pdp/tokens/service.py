@@ -7,6 +7,7 @@ into HTTP answers. Audit events go to `on_event` and never carry a token or a se
 from __future__ import annotations
 
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -79,6 +80,7 @@ class TokenService:
         self._on_event = on_event
         self._clock = clock
         self._revocation_seq = 0
+        self._sync_lock = threading.Lock()  # the maintenance pass and the listener both sync
         self.sync_revocations()
 
     def _emit(self, event: str, **fields: Any) -> None:
@@ -385,8 +387,9 @@ class TokenService:
 
     def sync_revocations(self) -> int:
         """Pull revocations other processes wrote to the shared store. Returns how many."""
-        self._revocation_seq, entries = self.store.revoked_since(
-            self._revocation_seq, self._clock()
-        )
-        self.verifier.add_revocations(entries)
+        with self._sync_lock:
+            self._revocation_seq, entries = self.store.revoked_since(
+                self._revocation_seq, self._clock()
+            )
+            self.verifier.add_revocations(entries)
         return len(entries)

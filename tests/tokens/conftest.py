@@ -6,10 +6,12 @@ import json
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 import uvicorn
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -17,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from pdp.tokens import KeyRing, Verifier
 from pdp.tokens.clients import TOKEN_EXCHANGE
 from pdp.tokens.keys import init_key_directory
+from tests.postgres import Postgres, running_postgres
 
 from .support import (
     AUDIENCE,
@@ -29,6 +32,27 @@ from .support import (
     Server,
     make_runtime,
 )
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """One real PostgreSQL for the token tests (skipped without binaries, except under CI)."""
+    with running_postgres() as pg:
+        yield pg
+
+
+def fresh_database(pg: Postgres) -> str:
+    """The URL of a new, empty database on `pg`."""
+    database = f"tok_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(pg.dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{database}"')
+    return pg.dsn.rsplit("/", 1)[0] + f"/{database}"
+
+
+@pytest.fixture
+def pg_url(postgres: Postgres) -> str:
+    """A fresh database per test."""
+    return fresh_database(postgres)
 
 
 @pytest.fixture

@@ -88,7 +88,7 @@ def test_defaults_put_the_store_in_the_data_dir(tmp_path: Path) -> None:
 
 
 def test_a_key_directory_without_an_issuer_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(SystemExit, match="needs --token-db and --token-issuer"):
+    with pytest.raises(SystemExit, match="needs --token-issuer"):
         token_config(_settings("--token-key-dir", str(tmp_path / "k")))
 
 
@@ -108,3 +108,19 @@ def test_dev_keys_make_a_key_and_an_issuer_and_say_so(
     assert "not for production" in caplog.text
     assert token_config(s) == config
     assert (tmp_path / "dev-keys" / "current").read_text() == kid  # the next start keeps it
+
+
+def test_a_postgresql_store_holds_the_token_state_too(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    base = ("--data-dir", str(tmp_path), "--token-key-dir", str(tmp_path / "k"))
+    base = (*base, "--token-issuer", "https://auth.example")
+    url = "postgresql://pdp@db.internal/pdp"
+    config = token_config(_settings(*base, "--store", url))
+    assert config is not None and config.store_url == url
+    with caplog.at_level(logging.WARNING):
+        both = token_config(_settings(*base, "--store", url, "--token-db", str(tmp_path / "t.db")))
+    assert both is not None and both.store_url == url
+    assert "--token-db is ignored" in caplog.text
+    local = token_config(_settings(*base, "--store", f"sqlite:///{tmp_path}/tuples.db"))
+    assert local is not None and (local.store_url, local.db_path) == ("", tmp_path / "tokens.db")
