@@ -123,10 +123,13 @@ class TokenRuntime:
         was revoked in between.
         """
         backoff, down = self.config.listen_backoff, False
+        pending = False  # a wake-up whose sync failed: sync before waiting again
         while not stop.wait(0):
             try:
-                if self.store.wait_for_revocation(LISTEN_TIMEOUT):
+                if pending or self.store.wait_for_revocation(LISTEN_TIMEOUT):
+                    pending = True
                     self.service.sync_revocations()
+                    pending = False
                 if down:
                     log.info("token revocation feed from %s is back", self.store.location)
                 backoff, down = self.config.listen_backoff, False
