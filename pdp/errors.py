@@ -6,6 +6,7 @@ PdpError
  ├── InvalidRequest (ValueError)       the caller's input is malformed: INVALID_ARGUMENT
  │    ├── pdp.model.TupleSyntaxError         a tuple string that does not parse
  │    ├── pdp.bundle.tuple_schema.InvalidTuple  a tuple the schema does not allow
+ │    ├── pdp.engine.slicing.ReadOutsideSlice  a tuple read a sliced sidecar cannot answer whole
  │    └── pdp.sidecar.grpc.status.RequestInvalid  a request field, named
  ├── Unauthenticated (PermissionError) no credential, or one we cannot accept: UNAUTHENTICATED
  │    ├── pdp.sidecar.grpc.status.Unauthenticated
@@ -23,12 +24,16 @@ PdpError
  │    ├── pdp.authoring.policy_tests.TestFileError
  │    └── pdp.tokens.errors.KeyConfigError   (also a TokenError)
  ├── Unavailable (OSError)              the environment cannot serve now: retry or fix the host
- │    ├── pdp.bundle.files.BundleReadError → BundleUnstable
+ │    ├── pdp.bundle.files.BundleReadError
+ │    ├── pdp.bundle.files.BundleUnstable    (a file still being written; a BundleReadError)
  │    ├── pdp.sidecar.store.StoreUnavailable  (a write is refused: UNAVAILABLE)
+ │    ├── pdp.sidecar.bundle_source.BundleFetchError  (the last good bundle stays)
+ │    ├── pdp.tokens.errors.TokenStoreUnavailable  (also a TokenError; HTTP 503)
  │    └── pdp.sidecar.app.CannotListen
  └── EvaluationError                    one evaluation failed: never leaves Engine.check, which
       ├── pdp.engine.compiler.AttributeTypeError (TypeError)   turns it into a DENY whose reason
       ├── pdp.engine.decider.RoleBindingError                  says so (fail closed)
+      ├── pdp.engine.slicing.OutsideSlice
       └── pdp.engine.rebac.DepthLimitExceeded
 
 Anything else that escapes is a bug: the sidecar answers INTERNAL without echoing it, the engine a

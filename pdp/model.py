@@ -46,6 +46,7 @@ class Reason(StrEnum):
     NO_BUNDLE = "no_bundle"  # no valid bundle is loaded
     STALE_TUPLES = "stale_tuples"  # the caller asked for a tuple revision we do not have yet
     FAIL_OPEN = "fail_open"  # an audited fail-open tier allowed despite an error
+    OUTSIDE_SLICE = "outside_slice"  # the resource is not in the tuples this sidecar holds
 
 
 _ALLOW = Effect.ALLOW  # bound once: enum member lookups are slow on Python 3.11
@@ -144,6 +145,13 @@ class RelationTuple:
                 f"with each id {ID_RULE} (or `*` as a subject id alone)"
             )
         return cls(m["ot"], m["oid"], m["rel"], m["st"], m["sid"], m["srel"] or "")
+
+    @staticmethod
+    def in_grammar(text: str) -> bool:
+        """Whether `parse` would accept `text` as it is written by `str` (no surrounding blanks),
+        without building the tuple."""
+        m = _TUPLE_RE.fullmatch(text)  # `$` alone would let a trailing newline through
+        return m is not None and not (m["sid"] == "*" and m["srel"])
 
     @classmethod
     def from_parts(

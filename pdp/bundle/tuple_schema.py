@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from pdp.errors import InvalidRequest
 from pdp.model import RelationTuple
 from policy_lang.checker import CheckedPolicy
@@ -36,3 +38,24 @@ def validate_tuple(policy: CheckedPolicy, t: RelationTuple) -> None:
     if not ok:
         allowed = " | ".join(str(r) for r in rel.subjects)
         raise InvalidTuple(f"`{t}`: `{t.object_type}#{t.relation}` accepts {allowed}")
+
+
+def text_validator(policy: CheckedPolicy) -> Callable[[str], None]:
+    """`validate_tuple` for many stored tuples, as their text (`str(RelationTuple)`, in the
+    identifier grammar). Whether a tuple fits depends only on its shape (object type, relation,
+    subject type and relation, wildcard or not), so each shape is parsed and checked once: a boot
+    checks a million tuples of a handful of shapes."""
+    accepted: set[tuple[str, str, str, str, bool]] = set()
+
+    def validate(text: str) -> None:
+        okey, _, skey = text.partition("@")
+        object_type, _, rest = okey.partition(":")
+        relation = rest.partition("#")[2]
+        subject_type, _, rest = skey.partition(":")
+        subject_id, _, subject_relation = rest.partition("#")
+        shape = (object_type, relation, subject_type, subject_relation, subject_id == "*")
+        if shape not in accepted:
+            validate_tuple(policy, RelationTuple.parse(text))
+            accepted.add(shape)
+
+    return validate

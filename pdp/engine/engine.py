@@ -19,6 +19,7 @@ from pdp.bundle.tuple_schema import InvalidTuple, validate_tuple
 from pdp.engine.cache import DecisionCache
 from pdp.engine.compiler import AttributeTypeError, Snapshot, compile_policy
 from pdp.engine.decider import Outcome
+from pdp.engine.slicing import WHOLE, Slice
 from pdp.engine.tuples import TupleStore
 from pdp.model import Decision, Effect, Reason, RelationTuple, Request
 
@@ -29,6 +30,7 @@ _FAIL_OPEN = Reason.FAIL_OPEN
 _NOT_PERMITTED = Reason.NOT_PERMITTED
 _NO_BUNDLE = Reason.NO_BUNDLE
 _STALE_TUPLES = Reason.STALE_TUPLES
+_OUTSIDE_SLICE = Reason.OUTSIDE_SLICE
 
 # A stored subject as (type, id, relation), "" for no relation.
 Subject = tuple[str, str, str]
@@ -50,9 +52,13 @@ class _Loaded:
     # INVARIANT: per snapshot, never per engine: a pinned batch may outlive a reload.
     stale: Outcome = field(init=False)
     not_permitted: Outcome = field(init=False)
+    # Whether a resource is in the tuples this sidecar holds; None when it holds them all.
+    holds: Callable[[str, str], bool] | None = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stale", Outcome(_DENY, _STALE_TUPLES, (), self.revision))
+        held = self.store.slice
+        object.__setattr__(self, "holds", None if held.whole else held.holds)
         object.__setattr__(self, "not_permitted", Outcome(_DENY, _NOT_PERMITTED, (), self.revision))
 
 
@@ -84,6 +90,8 @@ class _Checks:
             if min_tuple_revision > rev:
                 return loaded.stale.at(rev)
             resource = request.resource
+            if loaded.holds is not None and not loaded.holds(resource.type, resource.id):
+                return _outside_slice(loaded, resource.type, resource.id, rev)
             actions = loaded.snapshot.by_type.get(resource.type)
             entry = actions.get(request.action) if actions is not None else None
             if entry is None:
@@ -123,6 +131,12 @@ class _Checks:
         return [pinned.check(r, min_tuple_revision=min_tuple_revision) for r in requests]
 
 
+def _outside_slice(loaded: _Loaded, object_type: str, object_id: str, rev: int) -> Decision:
+    held = loaded.store.slice.describe()
+    message = f"`{object_type}:{object_id}` is outside this sidecar's slice ({held})"
+    return Decision(_DENY, _OUTSIDE_SLICE, (), loaded.revision, rev, errors=(message,))
+
+
 class Engine(_Checks):
     """The current snapshot and tuple store: loads bundles, takes tuple writes, answers checks."""
 
@@ -133,9 +147,11 @@ class Engine(_Checks):
         cache_size: int = 100_000,
         max_depth: int | None = None,
         clock: Callable[[], float] = time.monotonic,
+        slice_: Slice = WHOLE,
     ) -> None:
         # The live store: the current snapshot's. Before the first load, restores land here.
-        self.tuples = TupleStore()
+        # `slice_`: the tuples this engine holds (pdp.engine.slicing); every store after keeps it.
+        self.tuples = TupleStore(slice_)
         self._cache_ttl_override = cache_ttl
         self._max_depth_override = max_depth
         # `clock`: what the cache's TTL is measured on (tests pass a fake one, never sleep)
@@ -206,8 +222,15 @@ class Engine(_Checks):
     def restore_tuples(
         self, writes: Iterable[RelationTuple], deletes: Iterable[RelationTuple], revision: int
     ) -> None:
+        """Apply tuple state read from a store (its changes, in order) at its `revision`."""
         with self._write_lock:
             self.tuples.restore(writes, deletes, revision)
+
+    def restore_texts(self, writes: Iterable[str], deletes: Iterable[str], revision: int) -> None:
+        """`restore_tuples` for tuples as their text, already in the identifier grammar: the
+        store's state at a boot, a million rows without a RelationTuple each."""
+        with self._write_lock:
+            self.tuples.restore_texts(writes, deletes, revision)
 
     def read_tuples(self, **filters: str | None) -> list[RelationTuple]:
         return self.tuples.read(**filters)

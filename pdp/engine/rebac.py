@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Container
 
-from pdp.engine.tuples import TupleStore
+from pdp.engine.slicing import SlicedIndex
+from pdp.engine.tuples import Members, TupleStore, Usersets
 from pdp.errors import EvaluationError
 from pdp.model import Entity
 from policy_lang import ast
@@ -29,7 +30,13 @@ class RelationGraph:
 
     def __init__(self, policy: CheckedPolicy, store: TupleStore, max_depth: int) -> None:
         self.max_depth = max_depth
-        self._store = store
+        # What the functions read. A sliced sidecar reads through a guard that raises on an
+        # object it does not hold (pdp.engine.slicing): missing data is never taken for none.
+        self._subjects: dict[str, Members] | SlicedIndex[Members] = store.subjects
+        self._usersets: dict[str, Usersets] | SlicedIndex[Usersets] = store.usersets
+        if not store.slice.whole:
+            self._subjects = SlicedIndex(store.subjects, store.slice)
+            self._usersets = SlicedIndex(store.usersets, store.slice)
         self.functions: dict[tuple[str, str], RelationFn] = {}
         self._links: list[Callable[[], None]] = []
         for type_name, info in sorted(policy.types.items()):
@@ -67,7 +74,7 @@ class RelationGraph:
 
     # ---- compilation
     def _direct(self, type_name: str, rel: ast.RelationDecl) -> RelationFn:
-        subjects_index = self._store.subjects
+        subjects_index = self._subjects
         wildcards = tuple((f"{r.type}:*", f"{r.type}:") for r in rel.subjects if r.wildcard)
         allowed = {(r.type, r.relation) for r in rel.subjects if r.relation}
         prefix = f"{type_name}:"
@@ -90,8 +97,8 @@ class RelationGraph:
         allowed: set[tuple[str, str]],
     ) -> RelationFn:
         """A relation that admits wildcards or usersets: the stored subjects, then each userset."""
-        subjects_index = self._store.subjects
-        usersets_index = self._store.usersets
+        subjects_index = self._subjects
+        usersets_index = self._usersets
         max_depth = self.max_depth
         functions = self.functions
         # Filled by link() once every function exists: (subject type, relation) -> function.
@@ -150,7 +157,7 @@ class RelationGraph:
         return _all_of(branches) if isinstance(expr, ast.Intersection) else _but_not(branches)
 
     def _tuple_to_userset(self, type_name: str, expr: ast.TupleToUserset) -> RelationFn:
-        subjects_index = self._store.subjects
+        subjects_index = self._subjects
         functions = self.functions
         max_depth = self.max_depth
         prefix = f"{type_name}:"

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
+from pdp.engine.slicing import WHOLE, Slice
 from pdp.model import RelationTuple
 
 # A collection of index members with set semantics (`in`, iteration, no duplicates). Small ones are
@@ -48,7 +49,10 @@ class TupleStore:
     Keys are interned, so an object key or subject key is one string however many tuples share it.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, slice_: Slice = WHOLE) -> None:
+        # The tuples this sidecar holds (pdp.engine.slicing); the rest are never indexed.
+        self.slice = slice_
+        self._holds: Callable[[str], bool] | None = None if slice_.whole else slice_.holds_key
         self.revision = 0
         self.subjects: dict[str, Members] = {}
         self.usersets: dict[str, Usersets] = {}
@@ -71,15 +75,18 @@ class TupleStore:
         The caller serialises this with writes (a write to this store meanwhile would be lost).
         """
         with self._write_lock:
-            new = TupleStore()
+            new = TupleStore(self.slice)
             deleted = self._deleted
             hidden: set[tuple[str, str]] = set()
+            holds = self._holds
             for t in tuples:
                 okey, skey = _keys(t)
+                if holds is not None and not holds(okey):
+                    continue
                 if deleted and (okey, skey) in deleted:
                     hidden.add((okey, skey))
                     continue
-                new._index(okey, skey, t)
+                new._index(okey, skey)
             both: set[tuple[str, str]] = set()
             for okey, subs in self._added.items():
                 for skey in tuple(subs):
@@ -87,7 +94,7 @@ class TupleStore:
                     if current is not None and skey in current:
                         both.add((okey, skey))  # the new bundle holds it too
                     else:
-                        new._index(okey, skey, _from_keys(okey, skey))
+                        new._index(okey, skey)
                     _add(new._added, okey, skey, _COLD_SMALL)
             new._both = both
             new._deleted = {key: key in hidden for key in deleted}
@@ -103,16 +110,23 @@ class TupleStore:
             return self.revision
 
     def _write(self, writes: Iterable[RelationTuple], deletes: Iterable[RelationTuple]) -> None:
-        for t in deletes:
-            okey, skey = _keys(t)
+        self._write_keys(map(_keys, writes), map(_keys, deletes))
+
+    def _write_keys(
+        self, writes: Iterable[tuple[str, str]], deletes: Iterable[tuple[str, str]]
+    ) -> None:
+        holds = self._holds
+        if holds is not None:
+            writes = [(o, s) for o, s in writes if holds(o)]
+            deletes = [(o, s) for o, s in deletes if holds(o)]
+        for okey, skey in deletes:
             # A tombstone even for tuples the current base lacks: the next bundle (or the
             # first one, when the durable log is replayed before any bundle) may hold them.
             self._deleted[(okey, skey)] = self._in_base(okey, skey)
             _discard(self._added, okey, skey, _COLD_SMALL)
             self._both.discard((okey, skey))
             self._unindex(okey, skey)
-        for t in writes:
-            okey, skey = _keys(t)
+        for okey, skey in writes:
             if self._deleted:
                 in_base = self._deleted.pop((okey, skey), None)
                 if in_base is None:
@@ -121,7 +135,7 @@ class TupleStore:
                 in_base = self._in_base(okey, skey)
             if not in_base:
                 _add(self._added, okey, skey, _COLD_SMALL)
-            self._index(okey, skey, t)
+            self._index(okey, skey)
 
     def restore(
         self, writes: Iterable[RelationTuple], deletes: Iterable[RelationTuple], revision: int
@@ -130,6 +144,14 @@ class TupleStore:
         changelog) at the store's `revision`, which the store numbers, not this one."""
         with self._write_lock:
             self._write(writes, deletes)
+            self.revision = revision
+
+    def restore_texts(self, writes: Iterable[str], deletes: Iterable[str], revision: int) -> None:
+        """`restore` for tuples as their text (`str(RelationTuple)`, already checked against
+        the identifier grammar), split at `@` into their keys: a boot restores a million, and
+        building a RelationTuple for each costs more than indexing it."""
+        with self._write_lock:
+            self._write_keys(map(_text_keys, writes), map(_text_keys, deletes))
             self.revision = revision
 
     def _in_base(self, okey: str, skey: str) -> bool:
@@ -144,13 +166,15 @@ class TupleStore:
         mine = self._added.get(okey)
         return mine is None or skey not in mine or (okey, skey) in self._both
 
-    def _index(self, okey: str, skey: str, t: RelationTuple) -> None:
+    def _index(self, okey: str, skey: str) -> None:
         if not _add(self.subjects, okey, skey, _HOT_SMALL):
             return
-        if t.subject_relation:
+        if "#" in skey:  # a userset: `group:eng#member` (ids cannot hold `#`)
             split = self._split.get(skey)
             if split is None:
-                split = self._split[skey] = (t.subject_type, t.subject_id, t.subject_relation)
+                subject_type, _, rest = skey.partition(":")
+                subject_id, _, subject_relation = rest.partition("#")
+                split = self._split[skey] = (subject_type, subject_id, subject_relation)
             _add_userset(self.usersets, okey, split)
         _add(self._reverse, skey, okey, _COLD_SMALL)
 
@@ -220,6 +244,11 @@ def _keys(t: RelationTuple) -> tuple[str, str]:
     if t.subject_relation:
         return okey, sys.intern(f"{t.subject_type}:{t.subject_id}#{t.subject_relation}")
     return okey, sys.intern(f"{t.subject_type}:{t.subject_id}")
+
+
+def _text_keys(text: str) -> tuple[str, str]:
+    okey, _, skey = text.partition("@")
+    return sys.intern(okey), sys.intern(skey)
 
 
 def _add(index: dict[str, Members], key: str, member: str, small: int) -> bool:

@@ -25,6 +25,7 @@ from pdp._proto.pdp.v1 import pdp_pb2, pdp_pb2_grpc
 from pdp.bundle import Bundle, load_bundle
 from pdp.bundle_signing import Verifier as BundleVerifier
 from pdp.engine import Engine
+from pdp.engine.slicing import Slice
 from pdp.errors import Unavailable
 from pdp.sidecar import audit
 from pdp.sidecar.bundle_source import BundleSource, HttpBundleSource, redacted
@@ -137,7 +138,9 @@ class App:
     ) -> None:
         self.cfg = cfg
         load = bundle_loader(cfg)  # an unusable verify key stops here, before anything is opened
-        self.engine = Engine(cache_ttl=cfg.cache_ttl, cache_size=cfg.cache_size)
+        held = Slice.of(cfg.slice_types, cfg.slice_tenants)
+        self.engine = Engine(cache_ttl=cfg.cache_ttl, cache_size=cfg.cache_size, slice_=held)
+        log.info("tuples held: %s", held.describe())
         self.audit = audit.AuditHub(cfg.audit)
         self.metrics = Metrics()
         # Durable tuple state, shared with every sidecar that opens the same store (other

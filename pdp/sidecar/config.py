@@ -14,12 +14,13 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pdp.bundle.files import QUIET_SECONDS
+from pdp.identifiers import is_id, is_name
 
 if TYPE_CHECKING:  # the token package imports jwt; what imports this module must not
     from pdp.tokens.runtime import TokenConfig
@@ -67,6 +68,10 @@ class Config:
     # How long a check demanding a tuple revision this sidecar has not applied yet waits for it
     # (a write at another sidecar of the fleet a moment ago) before it denies STALE_TUPLES.
     consistency_wait: float = 0.05
+    # The tuples this sidecar holds, when the fleet's graph would not fit in one process
+    # (pdp.engine.slicing): object types, tenants; empty = all. Checks outside it are denied.
+    slice_types: frozenset[str] = frozenset()
+    slice_tenants: frozenset[str] = frozenset()
     watch: bool = True
     workers: int = 16
     grace_seconds: float = 10.0
@@ -160,6 +165,20 @@ OPTIONS: list[Option] = [
         _default(Config, "consistency_wait"),
         "seconds a check carrying a newer min_tuple_revision waits for it to arrive before it "
         "denies with STALE_TUPLES",
+    ),
+    (
+        "slice_types",
+        str,
+        "",
+        "comma-separated object types: hold only their tuples and answer only checks on them "
+        "(OUTSIDE_SLICE otherwise); empty = every type",
+    ),
+    (
+        "slice_tenants",
+        str,
+        "",
+        "comma-separated tenants: hold only tuples of objects whose id is `TENANT/...` for one "
+        "of them, or has no tenant; empty = every tenant",
     ),
     ("workers", int, _default(Config, "workers"), "gRPC worker threads"),
     (
@@ -270,6 +289,19 @@ def _bool(value: object) -> bool:
     return str(value).strip().lower() in {"1", "true", "yes", "on"}
 
 
+def _listed(raw: str, key: str, valid: Callable[[str], bool]) -> frozenset[str]:
+    items = [item.strip() for item in str(raw).split(",") if item.strip()]
+    for item in items:
+        if not valid(item):
+            raise ValueError(f"{key}: `{item}` is not a valid name")
+    return frozenset(items)
+
+
+def _is_tenant(value: str) -> bool:
+    """A tenant is the part of an id before its `/`: an id without one."""
+    return is_id(value) and "/" not in value
+
+
 def config_from(s: Mapping[str, Any], tokens: TokenConfig | None = None) -> Config:
     """The Config of merged settings (`settings`) and the token configuration they made;
     `bundle` must be set."""
@@ -281,6 +313,8 @@ def config_from(s: Mapping[str, Any], tokens: TokenConfig | None = None) -> Conf
         data_dir=Path(s["data_dir"]),
         store=s["store"],
         consistency_wait=s["consistency_wait"],
+        slice_types=_listed(s["slice_types"], "slice_types", is_name),
+        slice_tenants=_listed(s["slice_tenants"], "slice_tenants", _is_tenant),
         watch=not s["no_watch"],
         workers=s["workers"],
         grace_seconds=s["grace_seconds"],

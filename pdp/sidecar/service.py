@@ -51,6 +51,7 @@ class Status:
     quarantine: QuarantineReport
     store: str  # where durable tuple state lives ("" when in memory only)
     follower: FollowerState | None  # None when in memory only
+    slice: str  # what this sidecar holds, in words (pdp.engine.slicing)
 
 
 class Service:
@@ -123,6 +124,13 @@ class Service:
         self.metrics.bundle_loaded()
         self._set_serving(True)
         log.info("bundle %s revision %s loaded from %s", bundle.name, bundle.revision, bundle.path)
+        outside = self.engine.tuples.slice.walks_outside(bundle.policy)
+        if outside:
+            log.warning(
+                "the slice does not hold types %s, which relation walks from its types reach: "
+                "checks that need them deny with an evaluation error",
+                ", ".join(outside),
+            )
         self.audit.event(
             audit.BUNDLE_LOADED,
             {"name": bundle.name, "revision": bundle.revision, "path": str(bundle.path)},
@@ -185,6 +193,7 @@ class Service:
             quarantine=self.writer.quarantine,
             store=self.store.location if self.store is not None else "",
             follower=self.follower.state if self.follower is not None else None,
+            slice=self.engine.tuples.slice.describe(),
         )
 
     def metrics_text(self) -> str:

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from pdp.bundle import Bundle, BundleError
-from pdp.bundle.tuple_schema import InvalidTuple, validate_tuple
+from pdp.bundle.tuple_schema import InvalidTuple, text_validator, validate_tuple
 from pdp.engine import Engine
 from pdp.identifiers import id_problem, name_problem
 from pdp.model import RelationTuple
@@ -102,13 +102,14 @@ class Writer:
         ]
         writes = []
         orphans = []
-        for t in overlay.writes:
+        validate = text_validator(bundle.policy)
+        for text in overlay.writes:
             try:
-                validate_tuple(bundle.policy, t)
+                validate(text)
             except InvalidTuple as exc:
-                orphans.append(Quarantined(str(t), True, str(exc)))
+                orphans.append(Quarantined(text, True, str(exc)))
                 continue
-            writes.append(t)
+            writes.append(text)
         if orphans and not self._quarantine_orphans:
             _refuse_orphans(
                 bundle,
@@ -120,7 +121,7 @@ class Writer:
         if bad:
             self.store.quarantine(bad, time.time())
         self.engine.load(bundle)
-        self.engine.restore_tuples(writes, overlay.deletes, overlay.revision)
+        self.engine.restore_texts(writes, overlay.deletes, overlay.revision)
         if self._follower is not None:
             self._follower.start_at(overlay.revision)
         log.info(
@@ -203,6 +204,7 @@ class Writer:
         bundle = self.engine.bundle
         tenancy = bundle.settings.tenancy if bundle is not None else Tenancy()
         tenancy.confine_filter(caller, filters)
+        self.engine.tuples.slice.check_read(filters.get("object_type"), filters.get("object_id"))
         revision = self.engine.tuple_revision
         found = self.engine.read_tuples(**filters)
         if caller.tenant is not None:

@@ -18,10 +18,11 @@ import psycopg
 import pytest
 
 from pdp._proto.pdp.v1 import pdp_pb2
+from pdp.tokens.admin_cli import create_client
 from tests.postgres import Postgres, running_postgres
 
 from .saas import document, user
-from .serve import Served, ServeFactory, code_of, operator_token, wait_for
+from .serve import Served, ServeFactory, code_of, wait_for
 
 
 @dataclass
@@ -32,12 +33,19 @@ class Fleet:
     bundle: Path
     root: Path
 
-    def sidecar(self, name: str) -> Served:
+    def sidecar(self, name: str, *args: str) -> Served:
         return self.factory.start(
             self.bundle,
             data_dir=self.root / f"data-{name}",
-            args=["--store", self.url, "--consistency-wait", "5"],
+            args=["--store", self.url, "--consistency-wait", "5", *args],
         )
+
+    def operator_token(self, served: Served) -> str:
+        """A token of an operator's client (no tenant, every admin scope), which, like all the
+        fleet's token state, lives in PostgreSQL: --token-db is not read under a postgresql store."""
+        client_id = f"operator-{uuid.uuid4().hex[:8]}"
+        secret = create_client(self.url, client_id, tenant="*", scopes=("admin",))
+        return served.token(client_id, secret)
 
     def log(self) -> list[tuple[int, str, bool]]:
         """The store's own changelog, read directly."""
@@ -71,7 +79,7 @@ def test_a_write_at_one_sidecar_is_seen_at_every_other_and_so_is_its_revocation(
     fleet: Fleet,
 ) -> None:
     a, b, c = fleet.sidecar("a"), fleet.sidecar("b"), fleet.sidecar("c")
-    token = operator_token(fleet.factory, a)
+    token = fleet.operator_token(a)
     assert _reads(b, "zed", "f1").decision == pdp_pb2.EFFECT_DENY
     granted = a.write(token, writes=[_grant("f1", "zed")])
     for other in (b, c):  # the revision is a fleet-wide consistency token
@@ -95,7 +103,7 @@ def test_concurrent_writers_at_every_sidecar_leave_every_follower_with_the_log(
     fleet: Fleet,
 ) -> None:
     sidecars = [fleet.sidecar(n) for n in "abc"]
-    token = operator_token(fleet.factory, sidecars[0])
+    token = fleet.operator_token(sidecars[0])
     acked: list[tuple[int, list[str], list[str]]] = []
     lock = threading.Lock()
 
@@ -137,7 +145,7 @@ def test_concurrent_writers_at_every_sidecar_leave_every_follower_with_the_log(
 
 def test_kill_9_of_a_sidecar_mid_write_loses_no_acknowledged_write(fleet: Fleet) -> None:
     a, b = fleet.sidecar("a"), fleet.sidecar("b")
-    token = operator_token(fleet.factory, a)
+    token = fleet.operator_token(a)
     acked: list[tuple[int, str]] = []
     stop = threading.Event()
 
@@ -169,7 +177,7 @@ def test_kill_9_of_a_sidecar_mid_write_loses_no_acknowledged_write(fleet: Fleet)
 
 def test_the_store_down_and_back(fleet: Fleet) -> None:
     a, b = fleet.sidecar("a"), fleet.sidecar("b")
-    token = operator_token(fleet.factory, a)
+    token = fleet.operator_token(a)
     before = a.write(token, writes=[_grant("s1", "sam")])
     assert _reads(b, "sam", "s1", min_tuple_revision=before).decision == pdp_pb2.EFFECT_ALLOW
     fleet.pg.kill()  # kill -9 of the postmaster
@@ -184,7 +192,11 @@ def test_the_store_down_and_back(fleet: Fleet) -> None:
     stale = _reads(b, "sam", "s1", min_tuple_revision=before + 1)
     assert (stale.decision, stale.reason) == (pdp_pb2.EFFECT_DENY, pdp_pb2.REASON_STALE_TUPLES)
     wait_for(lambda: not b.status(token).store_connected)
-    assert b.status(token).tuple_revision == before
+    down = b.status(token)
+    # the operator sees why and for how long
+    assert down.tuple_revision == before
+    assert down.store_error
+    assert down.store_seconds_since_contact > 0
     fleet.pg.start()
     # back: writes commit again and the other sidecar catches up by itself
     after = wait_for(lambda: _try_write(a, token, _grant("s3", "sam")), timeout=30)
@@ -208,7 +220,7 @@ def _try_write(served: Served, token: str, t: str) -> int:
 
 def test_watch_streams_every_sidecars_changes_in_order_and_resumes(fleet: Fleet) -> None:
     a, b = fleet.sidecar("a"), fleet.sidecar("b")
-    token = operator_token(fleet.factory, a)
+    token = fleet.operator_token(a)
     written = [
         a.write(token, writes=[_grant("w1", "wes")]),
         b.write(token, writes=["folder:acme/f1#viewer@user:acme/wes"]),
@@ -263,3 +275,44 @@ def _watch(
         return _first(stream, n)
     finally:
         stream.cancel()
+
+
+def test_a_sliced_sidecar_answers_only_from_what_it_holds(fleet: Fleet) -> None:
+    full = fleet.sidecar("full")
+    acme = fleet.sidecar("acme", "--slice-tenants", "acme")
+    token = fleet.operator_token(full)
+    revision = full.write(
+        token,
+        writes=[
+            "document:acme/d1#viewer@user:acme/amy",
+            "document:globex/d1#viewer@user:globex/gil",
+            # a hop into another tenant, as an operator's credential may write: amy sees acme/d3
+            # through globex's folder, whose tuples the acme slice does not hold
+            "folder:globex/f1#viewer@user:acme/amy",
+            "document:acme/d3#parent@folder:globex/f1",
+        ],
+    )
+
+    def reads(served: Served, who: str, doc: str, tenant: str) -> pdp_pb2.CheckResponse:
+        return served.check(
+            user(who, tenant), "read", document(doc, tenant), min_tuple_revision=revision
+        )
+
+    assert reads(acme, "acme/amy", "acme/d1", "acme").decision == pdp_pb2.EFFECT_ALLOW
+    # another tenant's resource: a deny that says why, where the whole sidecar allows
+    assert reads(full, "globex/gil", "globex/d1", "globex").decision == pdp_pb2.EFFECT_ALLOW
+    outside = reads(acme, "globex/gil", "globex/d1", "globex")
+    assert (outside.decision, outside.reason) == (pdp_pb2.EFFECT_DENY, pdp_pb2.REASON_OUTSIDE_SLICE)
+    # a walk out of the slice is never answered from the missing folder
+    assert reads(full, "acme/amy", "acme/d3", "acme").decision == pdp_pb2.EFFECT_ALLOW
+    hop = reads(acme, "acme/amy", "acme/d3", "acme")
+    assert hop.decision == pdp_pb2.EFFECT_DENY
+    assert any("folder:globex/f1" in e and "slice" in e for e in hop.errors)
+    # it says what it holds, and refuses a read it could only answer in part
+    assert "tenants acme" in acme.status(token).slice
+    assert full.status(token).slice == "every tuple"
+    unfiltered = pdp_pb2.ReadTuplesRequest(subject_id="amy", page_size=10)
+    assert code_of(lambda: acme.admin(token).ReadTuples(unfiltered)) == (
+        grpc.StatusCode.INVALID_ARGUMENT
+    )
+    assert code_of(lambda: full.admin(token).ReadTuples(unfiltered)) == grpc.StatusCode.OK

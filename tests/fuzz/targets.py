@@ -125,7 +125,7 @@ def _serving() -> tuple[AuthorizerServicer, Engine]:
     if _servicer is None or _engine is None:
         _engine = Engine()
         _engine.load(load_bundle(SAAS))
-        _servicer = AuthorizerServicer(Service(_engine, audit.AuditHub(), Metrics(), None))
+        _servicer = AuthorizerServicer(Service(_engine, audit.AuditHub(), Metrics(), None, None))
     return _servicer, _engine
 
 

@@ -84,8 +84,8 @@ def test_changes_come_back_in_order_and_the_snapshot_is_the_latest_state(
     assert other.changes_since(2, 100) == []
     snap = other.snapshot()
     assert (snap.writes, snap.deletes, snap.revision) == (
-        (T("doc:2#viewer@user:b"),),
-        (T("doc:1#viewer@user:a"),),
+        ("doc:2#viewer@user:b",),
+        ("doc:1#viewer@user:a",),
         2,
     )
     assert other.head() == 2

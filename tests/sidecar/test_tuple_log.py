@@ -29,8 +29,8 @@ def test_overlay_keeps_the_latest_state_per_tuple(tmp_path: Path) -> None:
     store.close()
     again = SqliteStore(tmp_path / "tuples.db")
     overlay = again.snapshot()
-    assert overlay.writes == (T2,)
-    assert overlay.deletes == (T1,)
+    assert overlay.writes == (str(T2),)
+    assert overlay.deletes == (str(T1),)
     assert overlay.revision == 2
     assert [(c.revision, c.writes, c.deletes) for c in again.changes_since(0, 10)] == [
         (1, (T1, T2), ()),

@@ -66,7 +66,7 @@ def test_a_tenant_bound_caller_is_refused_before_anything_is_stored(tmp_path: Pa
     assert log.snapshot().writes == ()
     revision = writer.engine.tuple_revision
     assert writer.write([T("doc:1#viewer@user:a")], caller=Caller("ops", None)) == revision + 1
-    assert log.snapshot().writes == (T("doc:1#viewer@user:a"),)
+    assert log.snapshot().writes == ("doc:1#viewer@user:a",)
 
 
 def test_a_write_with_no_bundle_is_refused(tmp_path: Path) -> None:

@@ -280,6 +280,7 @@ class AdminServicer(pdp_pb2_grpc.AdminServicer):
         if st.loaded_at:
             out.loaded_at.CopyFrom(wire.timestamp(st.loaded_at))
         out.store = st.store
+        out.slice = st.slice
         if st.follower is not None:
             out.store_connected = st.follower.connected
             out.store_revision = st.follower.head

@@ -10,7 +10,7 @@ docstring how it makes commit order and revision order the same.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -27,10 +27,11 @@ class StoreUnavailable(Unavailable):
 @dataclass(frozen=True, slots=True)
 class Overlay:
     """The current state at one revision: tuples written, tuples deleted (tombstones that also
-    hide a bundle's tuple), and rows that are no tuple in today's identifier grammar."""
+    hide a bundle's tuple), as their text in the identifier grammar (`str(RelationTuple)`: a boot
+    reads a million and builds no RelationTuple), and rows that are no tuple in that grammar."""
 
-    writes: tuple[RelationTuple, ...]
-    deletes: tuple[RelationTuple, ...]
+    writes: tuple[str, ...]
+    deletes: tuple[str, ...]
     revision: int
     unreadable: tuple[tuple[str, bool], ...] = ()  # (row text, present)
 
@@ -111,17 +112,18 @@ def change_of(revision: int, rows: Sequence[tuple[str, bool]]) -> Change:
     return Change(revision, tuple(writes), tuple(deletes))
 
 
-def overlay_of(rows: Sequence[tuple[str, bool]], revision: int) -> Overlay:
-    writes: list[RelationTuple] = []
-    deletes: list[RelationTuple] = []
+def overlay_of(rows: Iterable[tuple[str, bool]], revision: int) -> Overlay:
+    writes: list[str] = []
+    deletes: list[str] = []
     unreadable: list[tuple[str, bool]] = []
+    in_grammar = RelationTuple.in_grammar
     for text, present in rows:
-        try:
-            t = RelationTuple.parse(text)
-        except TupleSyntaxError:  # e.g. written before the identifier grammar was enforced
+        if not in_grammar(text):  # e.g. written before the identifier grammar was enforced
             unreadable.append((text, bool(present)))
-            continue
-        (writes if present else deletes).append(t)
+        elif present:
+            writes.append(text)
+        else:
+            deletes.append(text)
     return Overlay(tuple(writes), tuple(deletes), revision, tuple(unreadable))
 
 

@@ -126,14 +126,12 @@ class PostgresStore:
         return int(revision)
 
     def snapshot(self) -> Overlay:
-        rows: list[tuple[str, bool]] = []
         with self._tx() as conn:
             # REPEATABLE READ: the head and every overlay row from one snapshot of the database.
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             (revision,) = conn.execute("SELECT revision FROM pdp_head").fetchone() or (0,)
-            with conn.cursor().copy("COPY pdp_overlay (tuple, present) TO STDOUT") as copy:
-                copy.set_types(["text", "bool"])
-                rows.extend(copy.rows())
+            # one fetch (rows built in C): faster than COPY's row-at-a-time reads for a 1M boot
+            rows = conn.execute("SELECT tuple, present FROM pdp_overlay").fetchall()
         return overlay_of(rows, int(revision))
 
     def changes_since(self, revision: int, limit: int) -> list[Change]:
