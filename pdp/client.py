@@ -32,6 +32,20 @@ class Answer:
     trace: tuple[pdp_pb2.TraceStep, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class Listed:
+    """A lookup's answer: the ids allowed, and whether that is all of them (`complete`); when it
+    is not, `incomplete` says why (including an RPC failure or a stream cut short, after which
+    only the ids already received are listed: each was allowed by the sidecar's Check)."""
+
+    ids: tuple[str, ...]
+    complete: bool
+    incomplete: tuple[str, ...] = ()
+    tuple_revision: int = 0
+    cursor: str = ""  # pass back to resume after the last id (with a `limit`)
+    excluded: tuple[str, ...] = ()  # LookupSubjects: the known ids a `*` does not cover
+
+
 def struct(attrs: Mapping[str, Any] | None) -> struct_pb2.Struct | None:
     """Attributes to the wire: sets become sorted lists (the sidecar treats lists as sets)."""
     if not attrs:
@@ -172,6 +186,91 @@ class Client:
             metadata=self.metadata,
         )
         return int(resp.tuple_revision)
+
+    def lookup_resources(
+        self,
+        subject: Entity | str,
+        action: str,
+        resource_type: str,
+        context: Mapping[str, Any] | None = None,
+        *,
+        limit: int = 0,
+        cursor: str = "",
+        min_tuple_revision: int = 0,
+        timeout: float | None = None,
+    ) -> Listed:
+        """The resources of `resource_type` that `subject` (an Entity, or a subject token) may
+        `action`. Fails closed: an RPC failure lists nothing more and says so."""
+        req = pdp_pb2.LookupResourcesRequest(
+            action=action,
+            resource_type=resource_type,
+            context=struct(context),
+            limit=limit,
+            cursor=cursor,
+            min_tuple_revision=min_tuple_revision,
+        )
+        if isinstance(subject, str):
+            req.subject_token = subject
+        else:
+            req.subject.CopyFrom(entity(subject))
+        return self._listed(
+            lambda: self._authz.LookupResources(
+                req, timeout=timeout or self.timeout * 10, metadata=self.metadata
+            ),
+            "resource_id",
+        )
+
+    def lookup_subjects(
+        self,
+        resource: Entity,
+        action: str,
+        subject_type: str,
+        context: Mapping[str, Any] | None = None,
+        *,
+        limit: int = 0,
+        cursor: str = "",
+        min_tuple_revision: int = 0,
+        timeout: float | None = None,
+    ) -> Listed:
+        """The subjects of `subject_type` that may `action` on `resource` (`*`: everyone but
+        `excluded`). Fails closed like lookup_resources."""
+        req = pdp_pb2.LookupSubjectsRequest(
+            resource=entity(resource),
+            action=action,
+            subject_type=subject_type,
+            context=struct(context),
+            limit=limit,
+            cursor=cursor,
+            min_tuple_revision=min_tuple_revision,
+        )
+        return self._listed(
+            lambda: self._authz.LookupSubjects(
+                req, timeout=timeout or self.timeout * 10, metadata=self.metadata
+            ),
+            "subject_id",
+        )
+
+    @staticmethod
+    def _listed(call: Any, id_field: str) -> Listed:
+        ids: list[str] = []
+        excluded: tuple[str, ...] = ()
+        try:
+            for resp in call():
+                if resp.done:
+                    return Listed(
+                        tuple(ids),
+                        not resp.incomplete,
+                        tuple(resp.incomplete),
+                        resp.tuple_revision,
+                        resp.cursor,
+                        excluded,
+                    )
+                ids.append(getattr(resp, id_field))
+                if id_field == "subject_id" and resp.excluded_subject_ids:
+                    excluded = tuple(resp.excluded_subject_ids)
+        except grpc.RpcError as exc:
+            return Listed(tuple(ids), False, (f"{exc.code().name}: {exc.details()}",))
+        return Listed(tuple(ids), False, ("the stream ended before its last message",))
 
     def close(self) -> None:
         self._channel.close()

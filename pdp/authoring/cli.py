@@ -12,6 +12,7 @@ from typing import Any
 from pdp.authoring.policy_tests import TestFileError, run_tests, to_attrs
 from pdp.bundle import POLICY_SUFFIX, BundleError, load_bundle
 from pdp.engine import Engine
+from pdp.engine.lookup import lookup_resources, lookup_subjects
 from pdp.explain import explain
 from pdp.identifiers import parse_ref
 from pdp.model import Decision, Entity, Request
@@ -41,6 +42,22 @@ def add_commands(sub: Any) -> None:
         help="print (on stderr) the Python generated for this type and action: key and decide",
     )
     p.set_defaults(handler=cmd_check)
+
+    p = sub.add_parser(
+        "lookup",
+        help="which resources of a type may a subject act on (--subject --type), or which "
+        "subjects of a type may act on a resource (--resource --subject-type)",
+    )
+    p.add_argument("bundle", type=Path)
+    p.add_argument("--action", required=True)
+    p.add_argument("--subject", help="type:id: list the resources it may act on (with --type)")
+    p.add_argument("--subject-attrs", default="{}", help="JSON object of subject attributes")
+    p.add_argument("--type", dest="resource_type", help="the resource type to list")
+    p.add_argument("--resource", help="type:id: list the subjects that may act on it")
+    p.add_argument("--resource-attrs", default="{}", help="JSON object of resource attributes")
+    p.add_argument("--subject-type", help="the subject type to list (with --resource)")
+    p.add_argument("--context", default="{}", help="JSON object of context attributes")
+    p.set_defaults(handler=cmd_lookup)
 
     p = sub.add_parser("test", help="run a bundle's *.test.toml policy tests")
     p.add_argument("bundle", type=Path)
@@ -142,6 +159,41 @@ def cmd_check(args: argparse.Namespace) -> int:
     decision = explain(engine, request) if args.explain else engine.check(request)
     print(json.dumps(decision_json(decision), indent=2))
     return 0 if decision.allowed else 3
+
+
+def cmd_lookup(args: argparse.Namespace) -> int:
+    """Print the ids as JSON, with whether the list is whole and, if not, why (exit 0)."""
+    try:
+        bundle = load_bundle(args.bundle)
+        context = _json_attrs(args.context, "--context")
+        if args.subject and args.resource_type and not args.resource:
+            subject = _entity(args.subject, args.subject_attrs, "subject")
+            engine = Engine(cache_ttl=0)
+            engine.load(bundle)
+            found = lookup_resources(
+                engine.pin(), subject, args.action, args.resource_type, context
+            )
+        elif args.resource and args.subject_type and not args.subject:
+            resource = _entity(args.resource, args.resource_attrs, "resource")
+            engine = Engine(cache_ttl=0)
+            engine.load(bundle)
+            found = lookup_subjects(engine.pin(), resource, args.action, args.subject_type, context)
+        else:
+            raise ValueError("give --subject and --type, or --resource and --subject-type")
+    except BundleError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    ids = list(found)
+    out: dict[str, Any] = {"ids": ids, "complete": not found.incomplete}
+    if found.incomplete:
+        out["incomplete"] = found.incomplete
+    if found.excluded:
+        out["excluded"] = found.excluded
+    print(json.dumps(out, indent=2))
+    return 0
 
 
 def _print_generated_code(engine: Engine, request: Request) -> None:

@@ -275,6 +275,11 @@ class SnapshotView(_Checks):
     def tuple_revision(self) -> int:
         return self._store.revision
 
+    @property
+    def tuples(self) -> TupleStore:
+        """The tuple store this snapshot reads (lookups walk its indexes)."""
+        return self._store
+
     def subjects_of(self, object_type: str, object_id: str, relation: str) -> list[Subject]:
         """The subjects stored at `object_type:object_id#relation` in this snapshot, sorted, as
         (type, id, relation) with "" for none: the relation lookup the reference interpreter

@@ -203,6 +203,23 @@ class TupleStore:
             and subject_key(t.subject_type, t.subject_id, t.subject_relation) in subjects
         )
 
+    def objects_with(self, skey: str) -> Members:
+        """The object-relation keys holding subject key `skey`: the reverse index, read-only."""
+        return self._reverse.get(skey, ())
+
+    def subjects_at(self, okey: str) -> Members:
+        """The subject keys stored at object-relation key `okey`, read-only."""
+        return self.subjects.get(okey, ())
+
+    def object_ids(self, object_type: str) -> set[str]:
+        """Every id of `object_type` the tuples name, as object or as subject (a scan)."""
+        prefix = f"{object_type}:"
+        cut = len(prefix)
+        ids = {k[cut:].partition("#")[0] for k in list(self.subjects) if k.startswith(prefix)}
+        ids.update(k[cut:].partition("#")[0] for k in list(self._reverse) if k.startswith(prefix))
+        ids.discard("*")  # `user:*` is every user, not one
+        return ids
+
     def objects_of(
         self, subject_type: str, subject_id: str, subject_relation: str = ""
     ) -> set[str]:

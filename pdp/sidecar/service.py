@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from pdp.bundle import Bundle, BundleError
-from pdp.engine import Engine
+from pdp.engine import Engine, SnapshotView
+from pdp.engine.lookup import Lookup, lookup_resources, lookup_subjects
 from pdp.explain import explain as explain_decision
-from pdp.model import Decision, Request
+from pdp.model import Decision, Entity, Request, Value
 from pdp.sidecar import audit
 from pdp.sidecar.follower import Follower, FollowerState
 from pdp.sidecar.metrics import Metrics
@@ -114,6 +115,57 @@ class Service:
         if min_tuple_revision > self.engine.tuple_revision:
             self.await_revision(min_tuple_revision)
         return Batch(self, metadata)
+
+    # ---- lookups
+    def lookup_resources(
+        self,
+        subject: Entity,
+        action: str,
+        resource_type: str,
+        context: Mapping[str, Value],
+        *,
+        after: str = "",
+        min_tuple_revision: int = 0,
+    ) -> Lookup:
+        """The resources `subject` may `action` (pdp.engine.lookup), on one snapshot, once the
+        revision asked for has arrived; behind it, no ids and the reason."""
+        view = self._view_at(min_tuple_revision)
+        if min_tuple_revision > view.tuple_revision:
+            return _stale(view.tuple_revision, min_tuple_revision)
+        return lookup_resources(view, subject, action, resource_type, context, after=after)
+
+    def lookup_subjects(
+        self,
+        resource: Entity,
+        action: str,
+        subject_type: str,
+        context: Mapping[str, Value],
+        *,
+        after: str = "",
+        min_tuple_revision: int = 0,
+    ) -> Lookup:
+        view = self._view_at(min_tuple_revision)
+        if min_tuple_revision > view.tuple_revision:
+            return _stale(view.tuple_revision, min_tuple_revision)
+        return lookup_subjects(view, resource, action, subject_type, context, after=after)
+
+    def lookup_done(self, kind: str, question: Mapping[str, str], found: Lookup, sent: int) -> None:
+        """Audit a finished lookup: one event with the question, how many ids went out, and
+        whether the answer was whole (no attributes: they may hold what the audit masks)."""
+        self.audit.event(
+            kind,
+            {
+                **question,
+                "ids_sent": sent,
+                "tuple_revision": found.tuple_revision,
+                "incomplete": list(found.incomplete),
+            },
+        )
+
+    def _view_at(self, min_tuple_revision: int) -> SnapshotView:
+        if min_tuple_revision > self.engine.tuple_revision:
+            self.await_revision(min_tuple_revision)
+        return self.engine.pin()
 
     # ---- bundles
     def apply_bundle(self, bundle: Bundle) -> None:
@@ -240,3 +292,11 @@ class Batch:
 
     def __exit__(self, *exc: object) -> None:
         self._metrics.observe_batch(self._decisions, time.perf_counter() - self._t0)
+
+
+def _stale(have: int, wanted: int) -> Lookup:
+    found = Lookup(have)
+    found.note(
+        f"stale_tuples: asked for tuple revision {wanted}, this sidecar is at {have}: no ids sent"
+    )
+    return found

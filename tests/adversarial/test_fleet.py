@@ -40,12 +40,16 @@ class Fleet:
             args=["--store", self.url, "--consistency-wait", "5", *args],
         )
 
-    def operator_token(self, served: Served) -> str:
-        """A token of an operator's client (no tenant, every admin scope), which, like all the
-        fleet's token state, lives in PostgreSQL: --token-db is not read under a postgresql store."""
-        client_id = f"operator-{uuid.uuid4().hex[:8]}"
-        secret = create_client(self.url, client_id, tenant="*", scopes=("admin",))
+    def token(self, served: Served, *, tenant: str, scopes: tuple[str, ...]) -> str:
+        """A token of a new client which, like all the fleet's token state, lives in PostgreSQL:
+        --token-db is not read under a postgresql store."""
+        client_id = f"client-{uuid.uuid4().hex[:8]}"
+        secret = create_client(self.url, client_id, tenant=tenant, scopes=scopes)
         return served.token(client_id, secret)
+
+    def operator_token(self, served: Served) -> str:
+        """An operator's: bound to no tenant, every admin scope."""
+        return self.token(served, tenant="*", scopes=("admin",))
 
     def log(self) -> list[tuple[int, str, bool]]:
         """The store's own changelog, read directly."""
@@ -237,7 +241,7 @@ def test_watch_streams_every_sidecars_changes_in_order_and_resumes(fleet: Fleet)
     folders = _watch(a, token, pdp_pb2.WatchRequest(after_revision=0, object_types=["folder"]), 1)
     assert [r.revision for r in folders] == [written[1]]
     # a tenant-bound credential sees only its tenant's tuples (the documents above are in none)
-    acme = a.token(*fleet.factory.client(tenant="acme", scopes=("tuples:read",)))
+    acme = fleet.token(a, tenant="acme", scopes=("tuples:read",))
     mine = _watch(a, acme, pdp_pb2.WatchRequest(after_revision=0), 1)
     assert [r.revision for r in mine] == [written[1]]
     # from now on (no revision): nothing committed before the call, then what commits after

@@ -16,6 +16,7 @@ import grpc
 from google.protobuf import struct_pb2
 
 from pdp._proto.pdp.v1 import pdp_pb2, pdp_pb2_grpc
+from pdp.identifiers import WILDCARD, is_id
 from pdp.model import EMPTY, Entity, RelationTuple, Request, Value
 from pdp.sidecar import audit
 from pdp.sidecar.config import DEFAULT_LIMITS, Limits
@@ -99,7 +100,17 @@ class AuthorizerServicer(pdp_pb2_grpc.AuthorizerServicer):
         return req
 
     def _convert(self, msg: pdp_pb2.CheckRequest, path: str) -> Request:
-        limits = self._limits
+        return Request(
+            self._principal(msg, path),
+            wire.name(msg.action, f"{path}action", self._limits),
+            self._entity(msg.resource, f"{path}resource"),
+            self._context(msg.context, f"{path}context"),
+        )
+
+    def _principal(
+        self, msg: pdp_pb2.CheckRequest | pdp_pb2.LookupResourcesRequest, path: str
+    ) -> Entity:
+        """The subject of a request: given (unless token-only), or proved by its subject_token."""
         which = msg.WhichOneof("principal")
         if which == "subject":
             if self._token_only:
@@ -116,12 +127,7 @@ class AuthorizerServicer(pdp_pb2_grpc.AuthorizerServicer):
             subject = self._subject_from_token(msg.subject_token)
         else:
             raise RequestInvalid(f"{path}subject", "is required (or subject_token)")
-        return Request(
-            subject,
-            wire.name(msg.action, f"{path}action", limits),
-            self._entity(msg.resource, f"{path}resource"),
-            self._context(msg.context, f"{path}context"),
-        )
+        return subject
 
     def Check(
         self, request: pdp_pb2.CheckRequest, context: grpc.ServicerContext
@@ -193,6 +199,91 @@ class AuthorizerServicer(pdp_pb2_grpc.AuthorizerServicer):
         self, request: pdp_pb2.EchoRequest, context: grpc.ServicerContext
     ) -> pdp_pb2.EchoResponse:
         return pdp_pb2.EchoResponse(payload=request.payload)
+
+    def LookupResources(
+        self, request: pdp_pb2.LookupResourcesRequest, context: grpc.ServicerContext
+    ) -> Iterator[pdp_pb2.LookupResourcesResponse]:
+        limits = self._limits
+        try:
+            subject = self._principal(request, "")
+            action = wire.name(request.action, "action", limits)
+            resource_type = wire.name(request.resource_type, "resource_type", limits)
+            ctx = self._context(request.context, "context")
+            after = _cursor_after(request.cursor)
+        except Exception as exc:
+            abort(context, exc)
+        found = self._service.lookup_resources(
+            subject,
+            action,
+            resource_type,
+            ctx,
+            after=after,
+            min_tuple_revision=request.min_tuple_revision,
+        )
+        sent, last = 0, after
+        Response = pdp_pb2.LookupResourcesResponse
+        for rid in found:
+            if request.limit and sent == request.limit:
+                break
+            sent, last = sent + 1, rid
+            yield Response(
+                resource_id=rid, tuple_revision=found.tuple_revision, cursor=_cursor(rid)
+            )
+        question = {
+            "subject": f"{subject.type}:{subject.id}",
+            "action": action,
+            "resource_type": resource_type,
+        }
+        self._service.lookup_done("lookup_resources", question, found, sent)
+        yield Response(
+            done=True,
+            tuple_revision=found.tuple_revision,
+            cursor=_cursor(last) if last else "",
+            incomplete=found.incomplete,
+        )
+
+    def LookupSubjects(
+        self, request: pdp_pb2.LookupSubjectsRequest, context: grpc.ServicerContext
+    ) -> Iterator[pdp_pb2.LookupSubjectsResponse]:
+        limits = self._limits
+        try:
+            resource = self._entity(request.resource, "resource")
+            action = wire.name(request.action, "action", limits)
+            subject_type = wire.name(request.subject_type, "subject_type", limits)
+            ctx = self._context(request.context, "context")
+            after = _cursor_after(request.cursor)
+        except Exception as exc:
+            abort(context, exc)
+        found = self._service.lookup_subjects(
+            resource,
+            action,
+            subject_type,
+            ctx,
+            after=after,
+            min_tuple_revision=request.min_tuple_revision,
+        )
+        sent, last = 0, after
+        Response = pdp_pb2.LookupSubjectsResponse
+        for sid in found:
+            if request.limit and sent == request.limit:
+                break
+            sent, last = sent + 1, sid
+            out = Response(subject_id=sid, tuple_revision=found.tuple_revision, cursor=_cursor(sid))
+            if sid == WILDCARD:
+                out.excluded_subject_ids.extend(found.excluded)
+            yield out
+        question = {
+            "resource": f"{resource.type}:{resource.id}",
+            "action": action,
+            "subject_type": subject_type,
+        }
+        self._service.lookup_done("lookup_subjects", question, found, sent)
+        yield Response(
+            done=True,
+            tuple_revision=found.tuple_revision,
+            cursor=_cursor(last) if last else "",
+            incomplete=found.incomplete,
+        )
 
 
 class AdminServicer(pdp_pb2_grpc.AdminServicer):
@@ -382,3 +473,20 @@ def _page_after(token: str) -> RelationTuple | None:
         return RelationTuple.parse(base64.urlsafe_b64decode(token.encode()).decode())
     except ValueError as exc:
         raise RequestInvalid("page_token", "is not a token this server handed out") from exc
+
+
+def _cursor(last_id: str) -> str:
+    """Opaque to callers: where a lookup resumes (after this id, in id order)."""
+    return base64.urlsafe_b64encode(last_id.encode()).decode()
+
+
+def _cursor_after(cursor: str) -> str:
+    if not cursor:
+        return ""
+    try:
+        after = base64.urlsafe_b64decode(cursor.encode()).decode()
+    except (ValueError, UnicodeError):
+        raise RequestInvalid("cursor", "is not a cursor this sidecar sent") from None
+    if not (is_id(after) or after == WILDCARD):
+        raise RequestInvalid("cursor", "is not a cursor this sidecar sent")
+    return after
