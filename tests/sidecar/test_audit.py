@@ -232,3 +232,30 @@ def test_close_delivers_what_was_pending(tmp_path: Path) -> None:
     sink.close()
     hub.close()
     assert [orjson.loads(ln)["decision_id"] for ln in path.read_bytes().splitlines()] == ids
+
+
+def test_a_lookup_is_audited_with_its_question_and_whether_it_was_whole(
+    app: App, authz, admin
+) -> None:
+    base = app.audit.subscriber_count
+    got: list[pdp_pb2.AuditEvent] = []
+    ready = threading.Event()
+    ch = _stream(app, pdp_pb2.SubscribeAuditRequest(), got, ready, stop_after=1)
+    wait_until(lambda: app.audit.subscriber_count >= base + 1, "the stream to subscribe")
+    lookup = pdp_pb2.LookupResourcesRequest(
+        subject=pdp_pb2.Entity(type="user", id="mallory"), action="read", resource_type="document"
+    )
+    *ids, done = list(authz.LookupResources(lookup))
+    try:
+        wait_until(lambda: len(got) >= 1, "the lookup's event")
+    finally:
+        ch.close()
+    assert got[0].kind == "lookup_resources"
+    detail = orjson.loads(got[0].json)
+    assert (detail["subject"], detail["action"], detail["resource_type"]) == (
+        "user:mallory",
+        "read",
+        "document",
+    )
+    assert detail["ids_sent"] == len(ids)
+    assert detail["incomplete"] == list(done.incomplete)
