@@ -130,9 +130,12 @@ class PostgresStore:
             # REPEATABLE READ: the head and every overlay row from one snapshot of the database.
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             (revision,) = conn.execute("SELECT revision FROM pdp_head").fetchone() or (0,)
-            # one fetch (rows built in C): faster than COPY's row-at-a-time reads for a 1M boot
-            rows = conn.execute("SELECT tuple, present FROM pdp_overlay").fetchall()
-        return overlay_of(rows, int(revision))
+            # A server-side cursor read in large batches: only each row's text is kept, never
+            # a million row tuples at once (their freed memory would stay in the process).
+            with conn.cursor(name="pdp_snapshot") as rows:
+                rows.itersize = 50_000
+                rows.execute("SELECT tuple, present FROM pdp_overlay")
+                return overlay_of(rows, int(revision))
 
     def changes_since(self, revision: int, limit: int) -> list[Change]:
         with self._tx() as conn:
