@@ -8,6 +8,7 @@ instead: pytest collects `test_*` names, hypothesis runs `@rule` and `@invariant
 # ruff: noqa: B018
 
 import grpc
+import psycopg
 import uvicorn
 from hypothesis.stateful import RuleBasedStateMachine
 
@@ -35,3 +36,6 @@ _Builder.set_literal, _Builder.string, _Builder.int_, _Builder.true, _Builder.fa
 
 # Public API of the service client: its callers live outside this repository.
 Client.batch_check
+
+# psycopg reads a server-side cursor's batch size (pdp/sidecar/store/postgres.py snapshot).
+psycopg.ServerCursor.itersize

@@ -181,3 +181,25 @@ def test_forged_cursors_and_tokens_are_refused(served: Served) -> None:
     assert code_of(lambda: list(served.authz.LookupResources(nameless, timeout=10))) == (
         grpc.StatusCode.INVALID_ARGUMENT
     )
+
+
+def test_the_python_client_lists_pages_and_fails_closed(served: Served) -> None:
+    from pdp.client import Client
+    from pdp.model import Entity
+
+    with Client(served.grpc_target, timeout=5) as client:
+        first = client.lookup_resources(Entity("user", "ann"), "read", "document", limit=2)
+        assert (first.ids, first.complete) == (("d1", "d2"), True)
+        rest = client.lookup_resources(
+            Entity("user", "ann"), "read", "document", cursor=first.cursor
+        )
+        assert rest.ids == ("d3", "d4")
+        pub = client.lookup_subjects(Entity("folder", "pub"), "read", "user")
+        assert "*" in pub.ids and pub.excluded == ("bob",)
+        stale = client.lookup_resources(
+            Entity("user", "ann"), "read", "document", min_tuple_revision=10**9
+        )
+        assert (stale.ids, stale.complete) == ((), False)
+    with Client("127.0.0.1:9", timeout=0.5) as nowhere:  # nothing listens: nothing listed
+        down = nowhere.lookup_resources(Entity("user", "ann"), "read", "document")
+        assert (down.ids, down.complete) == ((), False) and down.incomplete
