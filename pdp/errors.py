@@ -7,6 +7,7 @@ PdpError
  │    ├── pdp.model.TupleSyntaxError         a tuple string that does not parse
  │    ├── pdp.bundle.tuple_schema.InvalidTuple  a tuple the schema does not allow
  │    ├── pdp.engine.slicing.ReadOutsideSlice  a tuple read a sliced sidecar cannot answer whole
+ │    ├── pdp.engine.plan.PlanUnsupported    a condition PlanResources cannot turn into a filter
  │    └── pdp.sidecar.grpc.status.RequestInvalid  a request field, named
  ├── Unauthenticated (PermissionError) no credential, or one we cannot accept: UNAUTHENTICATED
  │    ├── pdp.sidecar.grpc.status.Unauthenticated
