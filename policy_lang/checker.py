@@ -334,21 +334,37 @@ class _Checker:
                     expr.loc or loc,
                 )
         elif isinstance(expr, ast.TupleToUserset):
-            tupleset = info.relations.get(expr.tupleset)
-            if tupleset is None:
+            self._check_arrow(info, expr)
+
+    def _check_arrow(self, info: TypeInfo, expr: ast.TupleToUserset) -> None:
+        """`tupleset->computed` hops, as Zanzibar's tuple-to-userset and SpiceDB's arrow do, to the
+        object of every subject stored in `tupleset`, direct (`folder:f1`) or userset
+        (`folder:f2#parent`: the object `folder:f2`, its relation ignored). So the types it
+        reaches are those of every subject the relation admits. A wildcard (`user:*`) names no
+        object: SpiceDB refuses an arrow over a relation that admits one, and so do we."""
+        tupleset = info.relations.get(expr.tupleset)
+        if tupleset is None:
+            self.error(
+                "unknown_relation",
+                f"`{expr.tupleset}` in `{expr.tupleset}->{expr.computed}` must be a relation of `{info.decl.name}`",
+                expr.loc,
+            )
+            return
+        for ref in tupleset.subjects:
+            if ref.wildcard:
                 self.error(
-                    "unknown_relation",
-                    f"`{expr.tupleset}` in `{expr.tupleset}->{expr.computed}` must be a relation of `{info.decl.name}`",
+                    "wildcard_arrow",
+                    f"`{expr.tupleset}->{expr.computed}` walks `{expr.tupleset}`, which admits the wildcard `{ref}`: a wildcard is not an object to hop to",
                     expr.loc,
+                    hint=f"walk a relation without `{ref}` (SpiceDB refuses such an arrow too)",
                 )
-                return
-            targets = [self.policy.types.get(r.type) for r in tupleset.subjects if not r.relation]
-            if not any(t is not None and t.has_relation(expr.computed) for t in targets):
-                self.error(
-                    "unknown_relation",
-                    f"no type reachable through `{expr.tupleset}` has a relation `{expr.computed}`",
-                    expr.loc,
-                )
+        targets = [self.policy.types.get(r.type) for r in tupleset.subjects if not r.wildcard]
+        if targets and not any(t is not None and t.has_relation(expr.computed) for t in targets):
+            self.error(
+                "unknown_relation",
+                f"no type reachable through `{expr.tupleset}` has a relation `{expr.computed}`",
+                expr.loc,
+            )
 
     def _check_permission_cycles(self) -> None:
         # Computed usersets stay on the same object; a cycle among them never reaches data and

@@ -1,5 +1,9 @@
 """The hypothesis strategies more than one test module draws from: random policies over one
 schema (rules and roles), tuples over a small universe of ids, and requests against that schema.
+Its arrows walk relations holding objects and usersets alike (`doc:d0#parent@folder:f1#viewer`
+hops to `folder:f1`, Zanzibar's tuple-to-userset), one holding only usersets (`shelf`), a type
+without the permission asked (`group`), and cycles through usersets
+(`folder:f0#parent@folder:f0#parent`).
 
 tests/engine/test_differential.py checks the compiled engine against the reference interpreter on
 them; tests/engine/test_cache.py checks a cached engine against an uncached one.
@@ -20,7 +24,7 @@ type folder {
   relation owner: user
   relation editor: user | group#member
   relation viewer: user | group#member
-  relation parent: folder
+  relation parent: folder | folder#parent
   permission edit = owner + editor + parent->edit
   permission view = viewer + edit + parent->view
   permission both = edit & viewer
@@ -31,10 +35,11 @@ type doc {
   relation owner: user
   relation editor: user | group#member
   relation viewer: user | group#member | user:*
-  relation parent: folder
+  relation parent: folder | folder#viewer | folder#parent | group#member
+  relation shelf: folder#parent
   relation banned: user
   permission edit = owner + editor
-  permission view = (edit + viewer + parent->view) - banned
+  permission view = (edit + viewer + parent->view + shelf->edit) - banned
   permission both = edit & viewer
 }
 context { hour?: int }
@@ -59,8 +64,10 @@ ATOMS = [
     "false",
 ]
 
+# Half the atoms drawn ask a relation, so that a relation walk decides many more examples.
+RELATION_ATOMS = [a for a in ATOMS if " has " in a and "role" not in a]
 conditions = st.recursive(
-    st.sampled_from(ATOMS),
+    st.one_of(st.sampled_from(ATOMS), st.sampled_from(RELATION_ATOMS)),
     lambda inner: st.one_of(
         st.tuples(inner, st.sampled_from(["and", "or"]), inner).map(
             lambda t: f"({t[0]} {t[1]} {t[2]})"
@@ -111,57 +118,41 @@ def roles(draw: st.DrawFn) -> str:
 
 
 IDS = ["u0", "u1", "u2"]
-tuple_strings = st.one_of(
-    st.builds(
-        lambda d, u: f"doc:{d}#owner@user:{u}", st.sampled_from(["d0", "d1"]), st.sampled_from(IDS)
+DOCS, FOLDERS, GROUPS = ["d0", "d1"], ["f0", "f1"], ["g0", "g1"]
+
+
+def _tuples(shape: str, objects: list[str], subjects: list[str]) -> st.SearchStrategy[str]:
+    """`shape` with `{o}` the object id and `{s}` the subject drawn from the lists."""
+    return st.builds(
+        lambda o, s: shape.format(o=o, s=s), st.sampled_from(objects), st.sampled_from(subjects)
+    )
+
+
+# The tuples an arrow walks, objects and usersets alike, and the grants at the far end. Drawn as
+# often as all the others together: a check that hops through a userset needs two or three of
+# them to line up.
+_arrow_tuples = st.one_of(
+    _tuples(
+        "doc:{o}#parent@{s}",
+        DOCS,
+        ["folder:f0", "folder:f1", "folder:f0#viewer", "folder:f1#parent", "group:g0#member"],
     ),
-    st.builds(
-        lambda d, u: f"doc:{d}#editor@user:{u}", st.sampled_from(["d0", "d1"]), st.sampled_from(IDS)
-    ),
-    st.builds(
-        lambda d, g: f"doc:{d}#editor@group:{g}#member",
-        st.sampled_from(["d0", "d1"]),
-        st.sampled_from(["g0", "g1"]),
-    ),
-    st.builds(
-        lambda d, u: f"doc:{d}#viewer@user:{u}",
-        st.sampled_from(["d0", "d1"]),
-        st.sampled_from([*IDS, "*"]),
-    ),
-    st.builds(
-        lambda d, u: f"doc:{d}#banned@user:{u}", st.sampled_from(["d0", "d1"]), st.sampled_from(IDS)
-    ),
-    st.builds(
-        lambda d, f: f"doc:{d}#parent@folder:{f}",
-        st.sampled_from(["d0", "d1"]),
-        st.sampled_from(["f0", "f1"]),
-    ),
-    st.builds(
-        lambda f, p: f"folder:{f}#parent@folder:{p}",
-        st.sampled_from(["f0", "f1"]),
-        st.sampled_from(["f0", "f1"]),
-    ),
-    st.builds(
-        lambda f, g: f"folder:{f}#viewer@group:{g}#member",
-        st.sampled_from(["f0", "f1"]),
-        st.sampled_from(["g0", "g1"]),
-    ),
-    st.builds(
-        lambda f, u: f"folder:{f}#owner@user:{u}",
-        st.sampled_from(["f0", "f1"]),
-        st.sampled_from(IDS),
-    ),
-    st.builds(
-        lambda g, u: f"group:{g}#member@user:{u}",
-        st.sampled_from(["g0", "g1"]),
-        st.sampled_from(IDS),
-    ),
-    st.builds(
-        lambda g, h: f"group:{g}#member@group:{h}#member",
-        st.sampled_from(["g0", "g1"]),
-        st.sampled_from(["g0", "g1"]),
-    ),
+    _tuples("doc:{o}#shelf@folder:{s}#parent", DOCS, FOLDERS),
+    _tuples("folder:{o}#parent@folder:{s}", FOLDERS, ["f0", "f1", "f0#parent", "f1#parent"]),
+    _tuples("folder:{o}#viewer@user:{s}", FOLDERS, IDS),
+    _tuples("folder:{o}#owner@user:{s}", FOLDERS, IDS),
 )
+_other_tuples = st.one_of(
+    _tuples("doc:{o}#owner@user:{s}", DOCS, IDS),
+    _tuples("doc:{o}#editor@user:{s}", DOCS, IDS),
+    _tuples("doc:{o}#editor@group:{s}#member", DOCS, GROUPS),
+    _tuples("doc:{o}#viewer@user:{s}", DOCS, [*IDS, "*"]),
+    _tuples("doc:{o}#banned@user:{s}", DOCS, IDS),
+    _tuples("folder:{o}#viewer@group:{s}#member", FOLDERS, GROUPS),
+    _tuples("group:{o}#member@user:{s}", GROUPS, IDS),
+    _tuples("group:{o}#member@group:{s}#member", GROUPS, GROUPS),
+)
+tuple_strings = st.booleans().flatmap(lambda arrow: _arrow_tuples if arrow else _other_tuples)
 
 
 def maybe(strategy: st.SearchStrategy[object]) -> st.SearchStrategy[object]:

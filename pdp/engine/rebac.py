@@ -187,8 +187,12 @@ class RelationGraph:
             try:
                 for target in tuple(found):
                     target_type, _, target_id = target.partition(":")
-                    # A userset in a tupleset relation (`type:id#rel`) is not an object to hop to.
-                    fn = computed_on.get(target_type) if "#" not in target_id else None
+                    if "#" in target_id:
+                        # Zanzibar's tuple-to-userset: a userset subject (`folder:f2#parent`)
+                        # hops to its object (`folder:f2`); its relation is ignored. (No
+                        # `type:*` is ever here: the checker refuses an arrow over a wildcard.)
+                        target_id = target_id.partition("#")[0]
+                    fn = computed_on.get(target_type)
                     if fn is None:
                         continue
                     try:

@@ -395,8 +395,11 @@ class _Interpreter:
         depth: int,
         path: frozenset[str],
     ) -> bool:
-        """`tupleset->computed`: hop to each object the tupleset names, ask `computed` there."""
-        targets = [(st, sid) for st, sid, srel in self.lookup(ot, oid, e.tupleset) if not srel]
+        """`tupleset->computed`: hop to the object of each subject stored in the tupleset and ask
+        `computed` there. As Zanzibar's tuple-to-userset and SpiceDB's arrow, a userset subject
+        (`folder:f2#parent`) names its object (`folder:f2`), its relation ignored. (A wildcard
+        `user:*` never gets here: the checker refuses an arrow over a relation admitting one.)"""
+        targets = {(st, sid) for st, sid, _ in self.lookup(ot, oid, e.tupleset)}
         if not targets:
             return False
         if depth >= self.max_depth:
