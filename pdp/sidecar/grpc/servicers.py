@@ -16,6 +16,7 @@ import grpc
 from google.protobuf import struct_pb2
 
 from pdp._proto.pdp.v1 import pdp_pb2, pdp_pb2_grpc
+from pdp.engine.lookup import Lookup
 from pdp.identifiers import WILDCARD, is_id
 from pdp.model import EMPTY, Entity, RelationTuple, Request, Value
 from pdp.sidecar import audit
@@ -220,26 +221,21 @@ class AuthorizerServicer(pdp_pb2_grpc.AuthorizerServicer):
             after=after,
             min_tuple_revision=request.min_tuple_revision,
         )
-        sent, last = 0, after
-        Response = pdp_pb2.LookupResourcesResponse
-        for rid in found:
-            if request.limit and sent == request.limit:
-                break
-            sent, last = sent + 1, rid
-            yield Response(
-                resource_id=rid, tuple_revision=found.tuple_revision, cursor=_cursor(rid)
-            )
         question = {
             "subject": f"{subject.type}:{subject.id}",
             "action": action,
             "resource_type": resource_type,
         }
-        self._service.lookup_done("lookup_resources", question, found, sent)
-        yield Response(
-            done=True,
-            tuple_revision=found.tuple_revision,
-            cursor=_cursor(last) if last else "",
-            incomplete=found.incomplete,
+        Response = pdp_pb2.LookupResourcesResponse
+        yield from self._listed(
+            found,
+            request.limit,
+            after,
+            ("lookup_resources", question),
+            lambda rid: Response(
+                resource_id=rid, tuple_revision=found.tuple_revision, cursor=_cursor(rid)
+            ),
+            Response,
         )
 
     def LookupSubjects(
@@ -262,23 +258,42 @@ class AuthorizerServicer(pdp_pb2_grpc.AuthorizerServicer):
             after=after,
             min_tuple_revision=request.min_tuple_revision,
         )
-        sent, last = 0, after
-        Response = pdp_pb2.LookupSubjectsResponse
-        for sid in found:
-            if request.limit and sent == request.limit:
-                break
-            sent, last = sent + 1, sid
-            out = Response(subject_id=sid, tuple_revision=found.tuple_revision, cursor=_cursor(sid))
-            if sid == WILDCARD:
-                out.excluded_subject_ids.extend(found.excluded)
-            yield out
         question = {
             "resource": f"{resource.type}:{resource.id}",
             "action": action,
             "subject_type": subject_type,
         }
-        self._service.lookup_done("lookup_subjects", question, found, sent)
-        yield Response(
+        Response = pdp_pb2.LookupSubjectsResponse
+
+        def item(sid: str) -> pdp_pb2.LookupSubjectsResponse:
+            out = Response(subject_id=sid, tuple_revision=found.tuple_revision, cursor=_cursor(sid))
+            if sid == WILDCARD:
+                out.excluded_subject_ids.extend(found.excluded)
+            return out
+
+        yield from self._listed(
+            found, request.limit, after, ("lookup_subjects", question), item, Response
+        )
+
+    def _listed(
+        self,
+        found: Lookup,
+        limit: int,
+        after: str,
+        audited: tuple[str, dict[str, str]],
+        item: Callable[[str], Any],
+        done: Callable[..., Any],
+    ) -> Iterator[Any]:
+        """A lookup's stream: its ids (at most `limit`, 0 = all), the audit event, then the
+        `done` message with the cursor and why the answer is not whole."""
+        sent, last = 0, after
+        for found_id in found:
+            if limit and sent == limit:
+                break
+            sent, last = sent + 1, found_id
+            yield item(found_id)
+        self._service.lookup_done(*audited, found, sent)
+        yield done(
             done=True,
             tuple_revision=found.tuple_revision,
             cursor=_cursor(last) if last else "",
