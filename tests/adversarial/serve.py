@@ -121,11 +121,12 @@ class Served:
         return code
 
     def kill(self) -> None:
-        """SIGKILL: no drain, no flush, no cleanup."""
-        self.channel.close()
+        """SIGKILL: no drain, no flush, no cleanup. The process dies first, so a call in flight
+        sees the death (UNAVAILABLE) rather than the test closing its own channel."""
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait(20)
+        self.channel.close()
         self._close_pipes()
 
     def _close_pipes(self) -> None:
