@@ -94,6 +94,14 @@ class CheckedPolicy:
     # (type, action) -> the roles whose grants (own or inherited) cover it, in name order
     granting_roles: Mapping[tuple[str, str], tuple[str, ...]] = field(default_factory=_empty)
     attributes: AttributeTable = field(default_factory=AttributeTable)
+    # (type, relation) of the relations that nest like groups: direct relations named as a
+    # userset somewhere (`group#member`) whose own usersets are all such relations. Who holds one
+    # is the transitive closure of its tuples, a question of data alone (no rewrite, no arrow),
+    # so it is answered from a flattened index (pdp.engine.membership, Zanzibar's Leopard).
+    group_relations: frozenset[tuple[str, str]] = frozenset()
+    # (type, relation) of every direct relation with usersets, all of them group relations:
+    # `relation viewer: user | group#member`. Holding one is membership in the closure.
+    membership_relations: frozenset[tuple[str, str]] = frozenset()
 
 
 def check(files: Iterable[ast.PolicyFile]) -> tuple[CheckedPolicy, list[Diagnostic]]:
@@ -145,6 +153,31 @@ def _derive_facts(p: CheckedPolicy) -> None:
         ),
         MappingProxyType({n: a.type for n, a in p.context.items()}),
     )
+    usersets = _usersets_admitted(p)
+    p.group_relations = _group_relations(p, usersets)
+    p.membership_relations = frozenset(
+        rel for rel, admitted in usersets.items() if admitted and admitted <= p.group_relations
+    )
+
+
+def _usersets_admitted(p: CheckedPolicy) -> dict[tuple[str, str], frozenset[tuple[str, str]]]:
+    """(type, relation) of every direct relation -> the (type, relation) of the usersets it admits."""
+    return {
+        (type_name, name): frozenset((r.type, r.relation) for r in decl.subjects if r.relation)
+        for type_name, info in p.types.items()
+        for name, decl in info.relations.items()
+    }
+
+
+def _group_relations(
+    p: CheckedPolicy, usersets: Mapping[tuple[str, str], frozenset[tuple[str, str]]]
+) -> frozenset[tuple[str, str]]:
+    """The direct relations named as usersets, less (until none is left to drop) every one that
+    admits a userset outside the set: a permission, or a relation that leads to one."""
+    groups = {ref for admitted in usersets.values() for ref in admitted if ref in usersets}
+    while dropped := {g for g in groups if not usersets[g] <= groups}:
+        groups -= dropped
+    return frozenset(groups)
 
 
 def _role_ancestors(roles: Mapping[str, ast.RoleDecl], name: str) -> frozenset[str]:

@@ -19,6 +19,7 @@ from pdp.bundle.tuple_schema import InvalidTuple, validate_tuple
 from pdp.engine.cache import DecisionCache
 from pdp.engine.compiler import AttributeTypeError, Snapshot, compile_policy
 from pdp.engine.decider import Outcome
+from pdp.engine.membership import GroupSchema
 from pdp.engine.slicing import WHOLE, Slice
 from pdp.engine.tuples import TupleStore
 from pdp.model import Decision, Effect, Reason, RelationTuple, Request
@@ -184,7 +185,7 @@ class Engine(_Checks):
         settings = bundle.settings
         max_depth = self._max_depth_override or settings.max_depth or DEFAULT_MAX_DEPTH
         with self._write_lock:
-            store = self.tuples.rebased(bundle.tuples)
+            store = self.tuples.rebased(bundle.tuples, GroupSchema(bundle.policy))
             snapshot = compile_policy(
                 bundle.policy, store, max_depth, bundle.revision, settings.fail_open
             )

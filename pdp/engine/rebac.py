@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Container
 
+from pdp.engine.membership import Admits, MembershipIndex, hops_to
 from pdp.engine.slicing import SlicedIndex
 from pdp.engine.tuples import Members, TupleStore, Usersets
 from pdp.errors import EvaluationError
@@ -39,9 +40,15 @@ class RelationGraph:
             self._usersets = SlicedIndex(store.usersets, store.slice)
         self.functions: dict[tuple[str, str], RelationFn] = {}
         self._links: list[Callable[[], None]] = []
+        # A relation whose usersets are all groups is a membership test on the flattened index
+        # (None in a sliced store: it walks, and a group it does not hold is an error there).
+        membership = store.membership
         for type_name, info in sorted(policy.types.items()):
             for rel in info.relations.values():
-                self.functions[(type_name, rel.name)] = self._direct(type_name, rel)
+                if membership is not None and (type_name, rel.name) in policy.membership_relations:
+                    self.functions[(type_name, rel.name)] = self._member(type_name, rel, membership)
+                else:
+                    self.functions[(type_name, rel.name)] = self._direct(type_name, rel)
         # Permissions refer to each other on the same object without a data hop only in a DAG
         # (the checker rejects cycles), so building them in dependency order lets every
         # computed reference be bound to its function directly, with no lookup per call.
@@ -88,6 +95,48 @@ class RelationGraph:
 
             return plain
         return self._direct_walk(prefix, suffix, wildcards, allowed)
+
+    def _member(self, type_name: str, rel: ast.RelationDecl, index: MembershipIndex) -> RelationFn:
+        """`relation viewer: user | group#member`: does the relation hold the subject, or any
+        group key the subject reaches (index.of)? Exact, depth limit included: the subject
+        reaches a group in at most `index.deepest + 1` userset hops, so only when that might
+        exceed what is left of the depth budget does it count the hops (hops_to)."""
+        subjects_index = self._subjects
+        max_depth = self.max_depth
+        wildcards = tuple((f"{r.type}:*", f"{r.type}:") for r in rel.subjects if r.wildcard)
+        admits = Admits(index.schema, rel)
+        # Every group relation admitted here: any group key the subject reaches counts.
+        every = frozenset(index.schema.admits) <= admits.usersets
+        prefix = f"{type_name}:"
+        suffix = f"#{rel.name}"
+
+        def member(oid: str, subject: str, depth: int, path: set[str]) -> bool:
+            key = f"{prefix}{oid}{suffix}"
+            found = subjects_index.get(key)
+            if found is None:
+                return False
+            if subject in found:
+                return True
+            if wildcards and _wildcard_holds(found, subject, wildcards):
+                return True
+            reached = index.of.get(subject)
+            if reached is None or reached.isdisjoint(found):
+                if not index.wildcards:
+                    return False
+                reached = index.of.get(subject[: subject.find(":")] + ":*")
+                if reached is None or reached.isdisjoint(found):
+                    return False
+            if every and depth + index.deepest < max_depth:
+                return True
+            # Near the depth limit, or a group key this relation may not admit: count exactly.
+            hops = hops_to(key, subject, lambda k: subjects_index.get(k) or (), admits.at(key))
+            if hops is None:
+                return False
+            if hops <= max_depth - depth:
+                return True
+            raise DepthLimitExceeded(key)
+
+        return member
 
     def _direct_walk(
         self,

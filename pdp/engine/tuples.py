@@ -10,6 +10,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 
+from pdp.engine.membership import GroupSchema, MembershipIndex
 from pdp.engine.slicing import WHOLE, Slice
 from pdp.model import RelationTuple
 
@@ -21,6 +22,10 @@ from pdp.model import RelationTuple
 Members = tuple[str, ...] | set[str]
 Userset = tuple[str, str, str]  # (subject type, subject id, subject relation), pre-split
 Usersets = tuple[Userset, ...] | dict[Userset, None]
+
+# A write of more tuples than this rebuilds the membership index once instead of keeping it
+# current tuple by tuple (a boot's restore, a follower catching up).
+_REBUILD_AT = 2_000
 
 # Up to this many members a key holds a tuple. `subjects` is on the check hot path (`subject in
 # found` scans a tuple), so it stays small there; the other maps are only read by writes and reads.
@@ -61,14 +66,20 @@ class TupleStore:
         self._added: dict[str, Members] = {}  # overlay adds: object key -> subject keys
         self._both: set[tuple[str, str]] = set()  # overlay adds that the current base also holds
         self._deleted: dict[tuple[str, str], bool] = {}  # tombstones -> "hides a base tuple"
+        # Flattened group membership for the loaded policy (pdp.engine.membership); None before
+        # a policy, and in a sliced store, whose groups may reach tuples it does not hold.
+        self.membership: MembershipIndex | None = None
         self._write_lock = threading.Lock()
 
     def __len__(self) -> int:
         return sum(len(s) for s in self.subjects.values())
 
     # ---- writes (serialised; readers see each tuple appear or vanish atomically)
-    def rebased(self, tuples: Iterable[RelationTuple]) -> TupleStore:
-        """A new store holding `tuples` as its base under this store's written overlay.
+    def rebased(
+        self, tuples: Iterable[RelationTuple], groups: GroupSchema | None = None
+    ) -> TupleStore:
+        """A new store holding `tuples` as its base under this store's written overlay, with the
+        membership index of `groups` (the new policy's group relations) built over it.
 
         A reload builds it off to the side and swaps it in whole with the snapshot compiled
         against it, so a reader never sees half of one bundle's tuples and half of another's.
@@ -101,6 +112,9 @@ class TupleStore:
             # Tuple revisions are the changelog's, fleet-wide: a reload does not move them (the
             # bundle's tuples are versioned by the bundle revision every decision carries).
             new.revision = self.revision
+            if groups and self.slice.whole:
+                new.membership = MembershipIndex(groups, new.subjects, new._reverse)
+                new.membership.rebuild()
             return new
 
     def write(self, writes: Iterable[RelationTuple], deletes: Iterable[RelationTuple]) -> int:
@@ -119,6 +133,22 @@ class TupleStore:
         if holds is not None:
             writes = [(o, s) for o, s in writes if holds(o)]
             deletes = [(o, s) for o, s in deletes if holds(o)]
+        membership = self.membership
+        if membership is not None:
+            writes, deletes = list(writes), list(deletes)
+            if len(writes) + len(deletes) > _REBUILD_AT:
+                self.membership = None  # kept current once, at the end, not per tuple
+                try:
+                    self._apply_keys(writes, deletes)
+                finally:
+                    membership.rebuild()
+                    self.membership = membership
+                return
+        self._apply_keys(writes, deletes)
+
+    def _apply_keys(
+        self, writes: Iterable[tuple[str, str]], deletes: Iterable[tuple[str, str]]
+    ) -> None:
         for okey, skey in deletes:
             # A tombstone even for tuples the current base lacks: the next bundle (or the
             # first one, when the durable log is replayed before any bundle) may hold them.
@@ -177,6 +207,8 @@ class TupleStore:
                 split = self._split[skey] = (subject_type, subject_id, subject_relation)
             _add_userset(self.usersets, okey, split)
         _add(self._reverse, skey, okey, _COLD_SMALL)
+        if self.membership is not None:
+            self.membership.changed(okey, skey)
 
     def _unindex(self, okey: str, skey: str) -> None:
         if not _discard(self.subjects, okey, skey, _HOT_SMALL):
@@ -187,6 +219,8 @@ class TupleStore:
         _discard(self._reverse, skey, okey, _COLD_SMALL)
         if split is not None and skey not in self._reverse:
             del self._split[skey]
+        if self.membership is not None:
+            self.membership.changed(okey, skey)
 
     # ---- reads
     def written(self) -> Iterator[RelationTuple]:

@@ -307,6 +307,8 @@ class _Interpreter:
         decl = info.relations.get(rel)
         if decl is None:
             return False
+        if (ot, rel) in self.p.membership_relations:
+            return self.membership(ot, oid, rel, subject, depth)
         stored = list(self.lookup(ot, oid, rel))
         for st, sid, srel in stored:
             if (
@@ -329,6 +331,43 @@ class _Interpreter:
         if depth >= self.max_depth:
             raise _Depth(f"relation depth limit at {ot}:{oid}#{rel}")
         return self._through_usersets(f"{ot}:{oid}#{rel}", usersets, subject, depth, path)
+
+    def membership(self, ot: str, oid: str, rel: str, subject: Entity, depth: int) -> bool:
+        """A relation whose usersets are all groups (`viewer: user | group#member`) holds the
+        subject if it, or a group nested in it to any depth, holds the subject: the fewest
+        userset hops down to one that does, counted level by level (a cycle adds nothing).
+        Within what is left of the depth budget it grants; beyond it, it is a depth limit; no
+        such group at all, no grant (however deep the groups go)."""
+        level = [(ot, oid, rel)]
+        seen = set(level)
+        hops = 0
+        while level:
+            below = []
+            for t, i, r in level:
+                decl = self.p.types[t].relations[r]
+                for st, sid, srel in self.lookup(t, i, r):
+                    if srel:
+                        if (st, sid, srel) not in seen and any(
+                            s.type == st and s.relation == srel for s in decl.subjects
+                        ):
+                            seen.add((st, sid, srel))
+                            below.append((st, sid, srel))
+                    elif st == subject.type and (
+                        sid == subject.id
+                        or (sid == "*" and any(s.wildcard and s.type == st for s in decl.subjects))
+                    ):
+                        if hops > self.max_depth - depth:
+                            raise _Depth(f"relation depth limit at {ot}:{oid}#{rel}")
+                        self.step(
+                            "relation",
+                            f"{ot}:{oid}#{rel}",
+                            "granted",
+                            f"holds {st}:{sid} via {t}:{i}#{r}, {hops} userset hop(s) down",
+                        )
+                        return True
+            level = below
+            hops += 1
+        return False
 
     def _through_usersets(
         self,

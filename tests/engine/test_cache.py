@@ -132,6 +132,7 @@ def test_depth_limit_results_are_never_cached() -> None:
             RelationTuple.parse("doc:d#viewer@group:a#member"),
             RelationTuple.parse("group:a#member@group:b#member"),
             RelationTuple.parse("group:b#member@group:c#member"),
+            RelationTuple.parse("group:c#member@user:bob"),  # three hops down, the limit is one
         ]
     )
     req = Request(user("bob"), "write", DOC)

@@ -246,6 +246,7 @@ def test_fail_open_with_a_depth_limit_and_a_slice_are_refused() -> None:
         "doc:d#viewer@group:g0#member",
         "group:g0#member@group:g1#member",
         "group:g1#member@group:g2#member",
+        "group:g2#member@user:u",  # three hops down, the limit is one
     ]
     settings_ = Settings(max_depth=1, fail_open=frozenset({("doc", "read")}))
     engine = Engine(cache_ttl=0)
