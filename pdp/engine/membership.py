@@ -116,17 +116,20 @@ class MembershipIndex:
                     leaves.setdefault(member, []).append(key)
         self._parents = {k: frozenset(v) for k, v in parents.items()}
         self._closed = {}
-        self.deepest = 0
+        deepest = 0
         for groups in leaves.values():
             for key in groups:
                 if key not in self._closed:
-                    self._close(key)
+                    deepest = max(deepest, self._close(key))
+        # INVARIANT: `deepest` never bounds less than the `of` a reader may see: raised (by
+        # _close) before the new sets go in, lowered only after the old ones are gone.
         self.of = {leaf: self._union(groups) for leaf, groups in leaves.items()}
         self.wildcards = {leaf for leaf in leaves if leaf.endswith(":*")}
+        self.deepest = deepest
 
-    def _close(self, key: str) -> frozenset[str]:
+    def _close(self, key: str) -> int:
         """Walk up from `key` breadth first: itself and every group above it (a cycle ends the
-        walk), noting how many levels it took."""
+        walk); returns how many levels it took."""
         seen = {key}
         level = [key]
         height = 0
@@ -138,11 +141,10 @@ class MembershipIndex:
             seen.update(up)
             level = up
             height += 1
-        closed = frozenset(seen)
-        self._closed[key] = closed
         # A leaf under `key` is one hop below it: `height` more to the top.
         self.deepest = max(self.deepest, height)
-        return closed
+        self._closed[key] = frozenset(seen)
+        return height
 
     def _union(self, groups: list[str]) -> frozenset[str]:
         if len(groups) == 1:  # shared with the group: no set of its own
