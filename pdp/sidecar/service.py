@@ -1,5 +1,5 @@
 """The sidecar's use cases, free of any transport: check and check a batch (engine, audit, metrics),
-write and read tuples (through pdp.sidecar.writer, their one owner), apply or reject a bundle, status.
+look up and plan resources, write and read tuples (through pdp.sidecar.writer, their one owner), apply or reject a bundle, status.
 
 The gRPC servicers and the HTTP routes only convert messages and map errors; everything a decision
 or a change does happens here, so every transport gets the same audit, metrics and fail-closed rules.
@@ -17,6 +17,8 @@ from pathlib import Path
 from pdp.bundle import Bundle, BundleError
 from pdp.engine import Engine, SnapshotView
 from pdp.engine.lookup import Lookup, lookup_resources, lookup_subjects
+from pdp.engine.plan import ALWAYS_DENIED, FALSE, Plan, PlanUnsupported, plan_resources
+from pdp.errors import InvalidRequest
 from pdp.explain import explain as explain_decision
 from pdp.model import Decision, Entity, Request, Value
 from pdp.sidecar import audit
@@ -28,6 +30,8 @@ from pdp.sidecar.writer import QuarantineReport, Writer
 from pdp.tenancy import Caller, Tenancy
 
 log = logging.getLogger(__name__)
+
+_DENIED = Plan(ALWAYS_DENIED, FALSE)  # every failure of a plan: never a filter that might allow
 
 # Request metadata, fetched only when an audit subscriber will read it (gRPC's is a call).
 Metadata = Callable[[], Iterable[tuple[str, str | bytes]]] | None
@@ -53,6 +57,17 @@ class Status:
     store: str  # where durable tuple state lives ("" when in memory only)
     follower: FollowerState | None  # None when in memory only
     slice: str  # what this sidecar holds, in words (pdp.engine.slicing)
+
+
+@dataclass(frozen=True, slots=True)
+class PlanAnswer:
+    """PlanResources' answer: the plan, what it was computed from, and `notes` (each `code:
+    message`) saying why it is ALWAYS_DENIED when that is not the policy's own answer."""
+
+    plan: Plan
+    tuple_revision: int
+    bundle_revision: str
+    notes: tuple[str, ...] = ()
 
 
 class Service:
@@ -161,6 +176,79 @@ class Service:
                 "incomplete": list(found.incomplete),
             },
         )
+
+    # ---- plans
+    def plan_resources(
+        self,
+        subject: Entity,
+        action: str,
+        resource_type: str,
+        context: Mapping[str, Value],
+        *,
+        min_tuple_revision: int = 0,
+    ) -> PlanAnswer:
+        """The resources `subject` may `action`, as a filter (pdp.engine.plan), on one snapshot,
+        once the revision asked for has arrived; audited as one event (no attributes, no filter:
+        both may hold what the audit masks). Raises InvalidRequest for a type the bundle does not
+        declare and PlanUnsupported for what no filter can say; otherwise never raises."""
+        view = self._view_at(min_tuple_revision)
+        question = {
+            "subject": f"{subject.type}:{subject.id}",
+            "action": action,
+            "resource_type": resource_type,
+        }
+        try:
+            answer = self._plan(view, subject, action, resource_type, context, min_tuple_revision)
+        except PlanUnsupported as exc:
+            self.audit.event(
+                "plan_resources",
+                {**question, "plan": "unsupported", "notes": [f"unsupported: {exc}"]},
+            )
+            raise
+        self.audit.event(
+            "plan_resources",
+            {
+                **question,
+                "plan": answer.plan.kind,
+                "tuple_revision": answer.tuple_revision,
+                "bundle_revision": answer.bundle_revision,
+                "notes": list(answer.notes),
+            },
+        )
+        return answer
+
+    def _plan(
+        self,
+        view: SnapshotView,
+        subject: Entity,
+        action: str,
+        resource_type: str,
+        context: Mapping[str, Value],
+        min_tuple_revision: int,
+    ) -> PlanAnswer:
+        # INVARIANT: every way this fails short of PlanUnsupported is ALWAYS_DENIED with a note
+        have, snapshot, bundle = view.tuple_revision, view.snapshot, view.bundle
+        if snapshot is None or bundle is None:
+            return PlanAnswer(_DENIED, have, "", ("no_bundle: no bundle is loaded",))
+
+        def denied(note: str) -> PlanAnswer:
+            return PlanAnswer(_DENIED, have, bundle.revision, (note,))
+
+        if resource_type not in snapshot.policy.types:
+            raise InvalidRequest(f"resource_type: unknown type `{resource_type}`")
+        if min_tuple_revision > have:
+            return denied(
+                f"stale_tuples: asked for tuple revision {min_tuple_revision}, this sidecar "
+                f"is at {have}: no resources planned"
+            )
+        try:
+            plan = plan_resources(view, subject, action, resource_type, context)
+        except PlanUnsupported:
+            raise
+        except Exception as exc:  # a planner bug must deny, never allow or crash the call
+            log.exception("planning %s on %s failed", action, resource_type)
+            return denied(f"evaluation_error: planning failed ({type(exc).__name__}): deny all")
+        return PlanAnswer(plan, have, bundle.revision)
 
     def _view_at(self, min_tuple_revision: int) -> SnapshotView:
         if min_tuple_revision > self.engine.tuple_revision:

@@ -259,3 +259,37 @@ def test_a_lookup_is_audited_with_its_question_and_whether_it_was_whole(
     )
     assert detail["ids_sent"] == len(ids)
     assert detail["incomplete"] == list(done.incomplete)
+
+
+def test_a_plan_is_audited_with_its_question_and_its_kind_but_no_filter(
+    app: App, authz, admin
+) -> None:
+    base = app.audit.subscriber_count
+    got: list[pdp_pb2.AuditEvent] = []
+    ready = threading.Event()
+    ch = _stream(app, pdp_pb2.SubscribeAuditRequest(), got, ready, stop_after=1)
+    wait_until(lambda: app.audit.subscriber_count >= base + 1, "the stream to subscribe")
+    plan = pdp_pb2.PlanResourcesRequest(
+        subject=pdp_pb2.Entity(type="user", id="mallory"),
+        action="read",
+        resource_type="document",
+        min_tuple_revision=10**9,  # stale: denied, and the note says why
+    )
+    resp = authz.PlanResources(plan)
+    try:
+        wait_until(lambda: len(got) >= 1, "the plan's event")
+    finally:
+        ch.close()
+    assert resp.kind == pdp_pb2.PLAN_KIND_ALWAYS_DENIED
+    assert got[0].kind == "plan_resources"
+    detail = orjson.loads(got[0].json)
+    assert (detail["subject"], detail["action"], detail["resource_type"]) == (
+        "user:mallory",
+        "read",
+        "document",
+    )
+    assert detail["plan"] == "always_denied"
+    assert detail["notes"] == list(resp.notes) and "stale_tuples" in detail["notes"][0]
+    assert detail["tuple_revision"] == resp.tuple_revision
+    assert detail["bundle_revision"] == resp.bundle_revision
+    assert "filter" not in detail

@@ -42,7 +42,8 @@ _CONVERSION_CACHE_SIZE = 50_000
 
 
 class AuthorizerServicer(pdp_pb2_grpc.AuthorizerServicer):
-    """Check and BatchCheck: the hot path. Per call: convert, decide, audit, count, convert."""
+    """Check and BatchCheck: the hot path. Per call: convert, decide, audit, count, convert.
+    LookupResources, LookupSubjects and PlanResources: the same conversions, other use cases."""
 
     def __init__(
         self,
@@ -109,7 +110,9 @@ class AuthorizerServicer(pdp_pb2_grpc.AuthorizerServicer):
         )
 
     def _principal(
-        self, msg: pdp_pb2.CheckRequest | pdp_pb2.LookupResourcesRequest, path: str
+        self,
+        msg: pdp_pb2.CheckRequest | pdp_pb2.LookupResourcesRequest | pdp_pb2.PlanResourcesRequest,
+        path: str,
     ) -> Entity:
         """The subject of a request: given (unless token-only), or proved by its subject_token."""
         which = msg.WhichOneof("principal")
@@ -274,6 +277,32 @@ class AuthorizerServicer(pdp_pb2_grpc.AuthorizerServicer):
         yield from self._listed(
             found, request.limit, after, ("lookup_subjects", question), item, Response
         )
+
+    def PlanResources(
+        self, request: pdp_pb2.PlanResourcesRequest, context: grpc.ServicerContext
+    ) -> pdp_pb2.PlanResourcesResponse:
+        limits = self._limits
+        try:
+            subject = self._principal(request, "")
+            action = wire.name(request.action, "action", limits)
+            resource_type = wire.name(request.resource_type, "resource_type", limits)
+            ctx = self._context(request.context, "context")
+            answer = self._service.plan_resources(
+                subject,
+                action,
+                resource_type,
+                ctx,
+                min_tuple_revision=request.min_tuple_revision,
+            )
+            return pdp_pb2.PlanResourcesResponse(
+                kind=wire.plan_kind(answer.plan.kind),
+                filter=wire.filter_message(answer.plan.filter),
+                tuple_revision=answer.tuple_revision,
+                bundle_revision=answer.bundle_revision,
+                notes=answer.notes,
+            )
+        except Exception as exc:  # a filter the wire cannot carry too: INTERNAL, never a plan
+            abort(context, exc)
 
     def _listed(
         self,

@@ -1,5 +1,6 @@
 """Protobuf messages to `pdp.model` values and back: every check on a field's shape and size, with
-INVALID_ARGUMENT naming the field, happens here.
+INVALID_ARGUMENT naming the field, happens here. Also PlanResources' filter tree (pdp.engine.plan)
+to its message and back, for the servicer and the client alike.
 """
 
 from __future__ import annotations
@@ -10,6 +11,24 @@ from types import MappingProxyType
 from google.protobuf import struct_pb2, timestamp_pb2
 
 from pdp._proto.pdp.v1 import pdp_pb2
+from pdp.engine.plan import (
+    ALWAYS_ALLOWED,
+    ALWAYS_DENIED,
+    COMPARE_OPS,
+    CONDITIONAL,
+    FALSE,
+    TRUE,
+    And,
+    Compare,
+    Const,
+    Filter,
+    Not,
+    Or,
+    PlanKind,
+    Present,
+    Scalar,
+)
+from pdp.errors import InvalidRequest
 from pdp.identifiers import id_problem, name_problem
 from pdp.model import EMPTY, Decision, Effect, Entity, Reason, RelationTuple, Value
 from pdp.sidecar import audit
@@ -224,3 +243,97 @@ def audit_event_pb(ev: audit.AuditEvent, mask: frozenset[str]) -> pdp_pb2.AuditE
         out.bundle_revision = dec.bundle_revision
         out.tuple_revision = dec.tuple_revision
     return out
+
+
+# ---- plans (pdp.engine.plan) <-> protobuf, both ways ---------------------------------------
+
+_PLAN_KIND: Mapping[PlanKind, pdp_pb2.PlanKind] = {
+    ALWAYS_ALLOWED: pdp_pb2.PLAN_KIND_ALWAYS_ALLOWED,
+    ALWAYS_DENIED: pdp_pb2.PLAN_KIND_ALWAYS_DENIED,
+    CONDITIONAL: pdp_pb2.PLAN_KIND_CONDITIONAL,
+}
+PLAN_KIND_BACK: Mapping[pdp_pb2.PlanKind, PlanKind] = {v: k for k, v in _PLAN_KIND.items()}
+_COMPARE_OP = {op: pdp_pb2.CompareOp.Value(f"COMPARE_OP_{op.upper()}") for op in COMPARE_OPS}
+_COMPARE_OP_BACK = {v: k for k, v in _COMPARE_OP.items()}
+
+
+def plan_kind(kind: PlanKind) -> pdp_pb2.PlanKind:
+    return _PLAN_KIND[kind]
+
+
+def filter_message(f: Filter) -> pdp_pb2.PlanFilter:
+    """A filter tree as its PlanFilter message (`filter_of` reads it back, equal)."""
+    if isinstance(f, Const):
+        return pdp_pb2.PlanFilter(constant=f.value)
+    if isinstance(f, And):
+        return pdp_pb2.PlanFilter(all=_operands(f.operands))
+    if isinstance(f, Or):
+        return pdp_pb2.PlanFilter(any=_operands(f.operands))
+    if isinstance(f, Not):
+        return pdp_pb2.PlanFilter(negation=filter_message(f.operand))
+    if isinstance(f, Present):
+        return pdp_pb2.PlanFilter(present=f.field)
+    out = pdp_pb2.PlanCompare(op=_COMPARE_OP[f.op], field=f.field)
+    if isinstance(f.value, tuple):
+        out.values.extend(_plan_value(v) for v in f.value)
+    else:
+        out.value.CopyFrom(_plan_value(f.value))
+    return pdp_pb2.PlanFilter(compare=out)
+
+
+def _operands(fs: tuple[Filter, ...]) -> pdp_pb2.PlanOperands:
+    return pdp_pb2.PlanOperands(operands=[filter_message(o) for o in fs])
+
+
+def _plan_value(v: Scalar) -> pdp_pb2.PlanValue:
+    if isinstance(v, bool):  # before int: a bool is an int
+        return pdp_pb2.PlanValue(bool_value=v)
+    if isinstance(v, int):
+        return pdp_pb2.PlanValue(int_value=v)
+    return pdp_pb2.PlanValue(string_value=v)
+
+
+def filter_of(msg: pdp_pb2.PlanFilter, path: str = "filter") -> Filter:
+    """A PlanFilter message back as a filter tree; RequestInvalid names a malformed node (a
+    client that reads one must fail closed: nothing but the sidecar's own messages is valid)."""
+    which = msg.WhichOneof("node")
+    try:
+        if which == "constant":
+            return TRUE if msg.constant else FALSE
+        if which == "all":
+            return And(_operands_of(msg.all, f"{path}.all"))
+        if which == "any":
+            return Or(_operands_of(msg.any, f"{path}.any"))
+        if which == "negation":
+            return Not(filter_of(msg.negation, f"{path}.negation"))
+        if which == "present":
+            return Present(msg.present)
+        if which == "compare":
+            return _compare_of(msg.compare, f"{path}.compare")
+    except RequestInvalid:
+        raise
+    except InvalidRequest as exc:  # a field or an op the filter tree refuses
+        raise RequestInvalid(f"{path}.{which}", str(exc)) from None
+    raise RequestInvalid(path, "is empty: a filter node is required")
+
+
+def _operands_of(msg: pdp_pb2.PlanOperands, path: str) -> tuple[Filter, ...]:
+    return tuple(filter_of(o, f"{path}.operands[{i}]") for i, o in enumerate(msg.operands))
+
+
+def _compare_of(msg: pdp_pb2.PlanCompare, path: str) -> Compare:
+    op = _COMPARE_OP_BACK.get(msg.op)
+    if op is None:
+        raise RequestInvalid(f"{path}.op", "is required")
+    if op == "in":
+        values = tuple(_scalar(v, f"{path}.values[{i}]") for i, v in enumerate(msg.values))
+        return Compare(op, msg.field, values)
+    return Compare(op, msg.field, _scalar(msg.value, f"{path}.value"))
+
+
+def _scalar(msg: pdp_pb2.PlanValue, path: str) -> Scalar:
+    which = msg.WhichOneof("kind")
+    if which is None:
+        raise RequestInvalid(path, "is required")
+    value: Scalar = getattr(msg, which)
+    return value
