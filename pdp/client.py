@@ -1,5 +1,6 @@
 """A small client for services: `Client(target).check(...)`. Fails closed: any RPC error or
-timeout is a deny, unless the caller opts out for that call (`fail_open=True`).
+timeout is a deny, unless the caller opts out for that call (`fail_open=True`); a lookup lists no
+more, a plan is ALWAYS_DENIED, and each says why.
 """
 
 from __future__ import annotations
@@ -12,8 +13,18 @@ import grpc
 from google.protobuf import struct_pb2
 
 from pdp._proto.pdp.v1 import pdp_pb2, pdp_pb2_grpc
+from pdp.engine.plan import (
+    ALWAYS_ALLOWED,
+    ALWAYS_DENIED,
+    CONDITIONAL,
+    FALSE,
+    TRUE,
+    Filter,
+    PlanKind,
+)
+from pdp.errors import InvalidRequest
 from pdp.model import Entity, RelationTuple
-from pdp.sidecar.grpc.wire import tuple_message
+from pdp.sidecar.grpc.wire import PLAN_KIND_BACK, filter_of, tuple_message
 
 CLIENT_ERROR = "client_error"  # the reason when the client, not the sidecar, decided
 
@@ -44,6 +55,22 @@ class Listed:
     tuple_revision: int = 0
     cursor: str = ""  # pass back to resume after the last id (with a `limit`)
     excluded: tuple[str, ...] = ()  # LookupSubjects: the known ids a `*` does not cover
+
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    """PlanResources' answer: `kind` (pdp.engine.plan's ALWAYS_ALLOWED, ALWAYS_DENIED or
+    CONDITIONAL) and the `filter` that the resources Check allows satisfy (pdp.engine.plan's
+    tree: `to_sql` renders it). Fails closed: an RPC failure (INVALID_ARGUMENT naming what no
+    filter can express, UNAUTHENTICATED, a timeout) or an answer the client cannot read is
+    ALWAYS_DENIED with FALSE and a note, as is the sidecar's own fail-closed answer (stale
+    tuples, no bundle, a planning error); `notes` is empty only when the plan is the policy's."""
+
+    kind: PlanKind
+    filter: Filter
+    tuple_revision: int = 0
+    notes: tuple[str, ...] = ()
+    bundle_revision: str = ""
 
 
 def struct(attrs: Mapping[str, Any] | None) -> struct_pb2.Struct | None:
@@ -219,6 +246,47 @@ class Client:
             ),
             "resource_id",
         )
+
+    def plan_resources(
+        self,
+        subject: Entity | str,
+        action: str,
+        resource_type: str,
+        context: Mapping[str, Any] | None = None,
+        *,
+        min_tuple_revision: int = 0,
+        timeout: float | None = None,
+    ) -> Planned:
+        """The resources of `resource_type` that `subject` (an Entity, or a subject token) may
+        `action`, as a filter over their attributes. Fails closed: a failed call raises
+        nothing and is ALWAYS_DENIED with a note."""
+        req = pdp_pb2.PlanResourcesRequest(
+            action=action,
+            resource_type=resource_type,
+            context=struct(context),
+            min_tuple_revision=min_tuple_revision,
+        )
+        if isinstance(subject, str):
+            req.subject_token = subject
+        else:
+            req.subject.CopyFrom(entity(subject))
+        try:
+            resp = self._authz.PlanResources(
+                req, timeout=timeout or self.timeout * 10, metadata=self.metadata
+            )
+        except grpc.RpcError as exc:
+            return Planned(ALWAYS_DENIED, FALSE, notes=(f"{exc.code().name}: {exc.details()}",))
+        kind = PLAN_KIND_BACK.get(resp.kind)
+        try:
+            if kind is None:
+                raise InvalidRequest(f"kind: `{resp.kind}` is not a plan kind")
+            found = filter_of(resp.filter)
+            if kind != CONDITIONAL and found != (TRUE if kind == ALWAYS_ALLOWED else FALSE):
+                raise InvalidRequest(f"kind: `{kind}` disagrees with its filter")
+        except InvalidRequest as exc:  # a sidecar this client does not understand: deny
+            note = f"{CLIENT_ERROR}: unreadable plan: {exc}"
+            return Planned(ALWAYS_DENIED, FALSE, resp.tuple_revision, (note,))
+        return Planned(kind, found, resp.tuple_revision, tuple(resp.notes), resp.bundle_revision)
 
     def lookup_subjects(
         self,

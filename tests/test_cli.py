@@ -89,3 +89,43 @@ def test_fmt_check_and_write(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert main(["fmt", "--check", str(f)]) == 0
     assert f.read_text() == "type doc {\n  actions read\n}\n\npermit p: read on doc\n  when true\n"
     assert main(["fmt", "--check", str(SAAS)]) == 0  # the example bundle is canonical
+
+
+def test_plan_prints_the_filter_and_with_sql_its_where_clause(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    args = ["plan", str(SAAS), *ERIN, "--action", "read", "--type", "document"]
+    assert main([*args, "--context", '{"hour": 10}']) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["kind"] == "conditional"
+    assert {"op": "eq", "field": "resource.tenant", "value": "acme"} in plan["filter"]["operands"]
+    assert "where" not in plan
+    sql = "id=resource.id,tenant=tenant,classification=resource.classification"
+    assert main([*args, "--sql", sql]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["filter"] == plan["filter"]
+    assert out["where"] == "classification <= ? AND tenant = ? AND id = ?"
+    assert out["params"] == [0, "acme", "spec-1"]
+
+
+def test_plan_refuses_what_no_filter_can_say_and_bad_input_with_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["plan", str(SAAS), *ERIN, "--action", "read"]
+    assert main([*args, "--type", "nowhere"]) == 2
+    assert "--type: unknown type `nowhere`" in capsys.readouterr().err
+    assert main([*args, "--type", "document", "--sql", "id=resource.id"]) == 2
+    assert "no column for `resource.classification`" in capsys.readouterr().err
+    assert main([*args, "--type", "document", "--sql", "id"]) == 2
+    assert "--sql: `id` is not COLUMN=FIELD" in capsys.readouterr().err
+    bundle = tmp_path / "b"
+    (bundle / "policies").mkdir(parents=True)
+    (bundle / "bundle.toml").write_text('name = "b"\nrevision = "1"\n')
+    (bundle / "policies" / "p.pdp").write_text(
+        "type user {}\n"
+        "type doc {\n  attributes { tags: set<string> }\n  actions read\n}\n"
+        'permit tagged: read on doc when "x" in resource.tags\n'
+    )
+    tagged = ["plan", str(bundle), "--subject", "user:u", "--action", "read", "--type", "doc"]
+    assert main(tagged) == 2
+    assert '`"x" in resource.tags`' in capsys.readouterr().err  # the construct, named

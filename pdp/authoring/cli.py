@@ -1,4 +1,5 @@
-"""The policy authors' commands: `pdp validate`, `pdp check`, `pdp test`, `pdp fmt`."""
+"""The policy authors' commands: `pdp validate`, `pdp check`, `pdp lookup`, `pdp plan`, `pdp test`,
+`pdp fmt`."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pdp.authoring.policy_tests import TestFileError, run_tests, to_attrs
 from pdp.bundle import POLICY_SUFFIX, BundleError, load_bundle
 from pdp.engine import Engine
 from pdp.engine.lookup import lookup_resources, lookup_subjects
+from pdp.engine.plan import plan_resources, to_sql
 from pdp.explain import explain
 from pdp.identifiers import parse_ref
 from pdp.model import Decision, Entity, Request
@@ -58,6 +60,25 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--subject-type", help="the subject type to list (with --resource)")
     p.add_argument("--context", default="{}", help="JSON object of context attributes")
     p.set_defaults(handler=cmd_lookup)
+
+    p = sub.add_parser(
+        "plan",
+        help="which resources of a type may a subject act on, as a filter over their "
+        "attributes (PlanResources), and with --sql as a WHERE clause",
+    )
+    p.add_argument("bundle", type=Path)
+    p.add_argument("--subject", required=True, help="type:id, e.g. user:erin")
+    p.add_argument("--subject-attrs", default="{}", help="JSON object of subject attributes")
+    p.add_argument("--action", required=True)
+    p.add_argument("--type", dest="resource_type", required=True, help="the resource type")
+    p.add_argument("--context", default="{}", help="JSON object of context attributes")
+    p.add_argument(
+        "--sql",
+        metavar="COLUMN=FIELD,...",
+        help="render the filter as a WHERE clause: each column and the field it holds, e.g. "
+        "id=resource.id,tenant=resource.tenant (`resource.` may be left out)",
+    )
+    p.set_defaults(handler=cmd_plan)
 
     p = sub.add_parser("test", help="run a bundle's *.test.toml policy tests")
     p.add_argument("bundle", type=Path)
@@ -194,6 +215,45 @@ def cmd_lookup(args: argparse.Namespace) -> int:
         out["excluded"] = found.excluded
     print(json.dumps(out, indent=2))
     return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    """Print the plan as JSON (`kind`, `filter`), with `where` and `params` under --sql (exit 0);
+    a policy no filter can express exactly is an error naming the construct (exit 2)."""
+    try:
+        bundle = load_bundle(args.bundle)
+        subject = _entity(args.subject, args.subject_attrs, "subject")
+        context = _json_attrs(args.context, "--context")
+        columns = _columns(args.sql) if args.sql is not None else None
+        if args.resource_type not in bundle.policy.types:
+            raise ValueError(f"--type: unknown type `{args.resource_type}`")
+        engine = Engine(cache_ttl=0)
+        engine.load(bundle)
+        plan = plan_resources(engine.pin(), subject, args.action, args.resource_type, context)
+        out = plan.to_dict()
+        if columns is not None:
+            out["where"], out["params"] = to_sql(plan.filter, columns)
+    except BundleError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    except ValueError as exc:  # PlanUnsupported and a field without a column too
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def _columns(text: str) -> dict[str, str]:
+    """`id=resource.id,tenant=tenant` as to_sql's field -> column map."""
+    columns: dict[str, str] = {}
+    for pair in text.split(","):
+        column, eq, field = (part.strip() for part in pair.partition("="))
+        if not (column and eq and field):
+            raise ValueError(f"--sql: `{pair}` is not COLUMN=FIELD")
+        if not field.startswith("resource."):
+            field = f"resource.{field}"
+        columns[field] = column
+    return columns
 
 
 def _print_generated_code(engine: Engine, request: Request) -> None:
