@@ -101,7 +101,7 @@ class _Checks:
             # The key validates every attribute the decision reads, so it runs cache or no cache.
             key = entry.key(subject, resource, context, rev)
             cache = self.cache
-            if cached and cache.ttl > 0:
+            if cached and entry.cached and cache.ttl > 0:
                 hit = cache.get(key)
                 if hit is not None:
                     return hit

@@ -21,12 +21,25 @@ type doc {
   attributes { level: int, tenant?: string }
   actions read, write, peek
   relation viewer: user | group#member
+  relation banned: user
 }
 context { hour?: int }
 permit by_level: read on doc when subject.level >= resource.level and subject.type == "user"
+  and not subject has banned on resource
 permit by_tuple: write on doc when subject has viewer on resource
-permit by_context: peek on doc when context.hour > 8
+permit by_context: peek on doc when context.hour > 8 and not subject has banned on resource
 """
+# Every rule reads tuples (`banned` is never written): only such decisions are cached, so the
+# key tests below exercise a real cache. Decisions on attributes and roles alone never are:
+
+
+def test_a_decision_that_reads_no_tuple_is_never_cached() -> None:
+    e = engine(policy=POLICY.replace(" and not subject has banned on resource", ""))
+    req = Request(user(level=3), "read", DOC)
+    assert e.check(req).allowed
+    again = e.check(req)
+    assert again.allowed and not again.cached
+    assert e.cache_stats() == {"hits": 0, "misses": 0, "size": 0}
 
 
 class FakeClock:
