@@ -133,7 +133,9 @@ def compile_policy(
                 name=codegen.identifier("decide", type_name, action),
             )
             key = _key_function(policy, type_name, tuple(sorted(paths)), uses_tuples, action)
-            by_type.setdefault(type_name, {})[action] = Entry(type_name, action, key, decide, uses_tuples)
+            by_type.setdefault(type_name, {})[action] = Entry(
+                type_name, action, key, decide, uses_tuples
+            )
     return Snapshot(policy, by_type, graph, max_depth)
 
 
