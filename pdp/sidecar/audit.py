@@ -32,9 +32,22 @@ BUNDLE_REJECTED = "bundle_rejected"
 TUPLES_WRITTEN = "tuples_written"
 TUPLES_QUARANTINED = "tuples_quarantined"  # stored rows a start could not apply
 TOKEN = "token"  # token endpoint and key events: detail `event` (issued, revoked, ...) and `fields`
+LOOKUP_RESOURCES = "lookup_resources"  # one per lookup stream: the question, how many ids, notes
+LOOKUP_SUBJECTS = "lookup_subjects"
+PLAN_RESOURCES = "plan_resources"  # the question and the plan's kind, never its filter
 GAP = "gap"
 KINDS = frozenset(
-    {DECISION, BUNDLE_LOADED, BUNDLE_REJECTED, TUPLES_WRITTEN, TUPLES_QUARANTINED, TOKEN}
+    {
+        DECISION,
+        BUNDLE_LOADED,
+        BUNDLE_REJECTED,
+        TUPLES_WRITTEN,
+        TUPLES_QUARANTINED,
+        TOKEN,
+        LOOKUP_RESOURCES,
+        LOOKUP_SUBJECTS,
+        PLAN_RESOURCES,
+    }
 )
 
 MASK = "***"

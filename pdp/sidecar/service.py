@@ -201,12 +201,12 @@ class Service:
             answer = self._plan(view, subject, action, resource_type, context, min_tuple_revision)
         except PlanUnsupported as exc:
             self.audit.event(
-                "plan_resources",
+                audit.PLAN_RESOURCES,
                 {**question, "plan": "unsupported", "notes": [f"unsupported: {exc}"]},
             )
             raise
         self.audit.event(
-            "plan_resources",
+            audit.PLAN_RESOURCES,
             {
                 **question,
                 "plan": answer.plan.kind,

@@ -240,7 +240,9 @@ def test_a_lookup_is_audited_with_its_question_and_whether_it_was_whole(
     base = app.audit.subscriber_count
     got: list[pdp_pb2.AuditEvent] = []
     ready = threading.Event()
-    ch = _stream(app, pdp_pb2.SubscribeAuditRequest(), got, ready, stop_after=1)
+    # filtered to its kind: a subscriber can ask for lookups alone
+    only = pdp_pb2.SubscribeAuditRequest(kinds=["lookup_resources"])
+    ch = _stream(app, only, got, ready, stop_after=1)
     wait_until(lambda: app.audit.subscriber_count >= base + 1, "the stream to subscribe")
     lookup = pdp_pb2.LookupResourcesRequest(
         subject=pdp_pb2.Entity(type="user", id="mallory"), action="read", resource_type="document"
@@ -267,7 +269,8 @@ def test_a_plan_is_audited_with_its_question_and_its_kind_but_no_filter(
     base = app.audit.subscriber_count
     got: list[pdp_pb2.AuditEvent] = []
     ready = threading.Event()
-    ch = _stream(app, pdp_pb2.SubscribeAuditRequest(), got, ready, stop_after=1)
+    only = pdp_pb2.SubscribeAuditRequest(kinds=["plan_resources"])
+    ch = _stream(app, only, got, ready, stop_after=1)
     wait_until(lambda: app.audit.subscriber_count >= base + 1, "the stream to subscribe")
     plan = pdp_pb2.PlanResourcesRequest(
         subject=pdp_pb2.Entity(type="user", id="mallory"),

@@ -234,7 +234,7 @@ class AuthorizerServicer(pdp_pb2_grpc.AuthorizerServicer):
             found,
             request.limit,
             after,
-            ("lookup_resources", question),
+            (audit.LOOKUP_RESOURCES, question),
             lambda rid: Response(
                 resource_id=rid, tuple_revision=found.tuple_revision, cursor=_cursor(rid)
             ),
@@ -275,7 +275,7 @@ class AuthorizerServicer(pdp_pb2_grpc.AuthorizerServicer):
             return out
 
         yield from self._listed(
-            found, request.limit, after, ("lookup_subjects", question), item, Response
+            found, request.limit, after, (audit.LOOKUP_SUBJECTS, question), item, Response
         )
 
     def PlanResources(
