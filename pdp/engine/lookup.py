@@ -25,6 +25,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from pdp.engine.engine import SnapshotView
+from pdp.engine.reach import allowed_ids
 from pdp.engine.tuples import TupleStore
 from pdp.identifiers import WILDCARD
 from pdp.model import EMPTY, Decision, Effect, Entity, Request, Value
@@ -77,6 +78,19 @@ def lookup_resources(
         )
         candidates = store.object_ids(resource_type)
     else:
+        # A union of relations and arrows: the holders computed backwards are Check's answer.
+        # One Check stands for all: it fails only on what every id shares (the request's own
+        # attributes), and then the answer is left to Check, id by id, with its notes.
+        exact = allowed_ids(view, subject, action, resource_type)
+        if exact is not None and (
+            not exact
+            or view.check(
+                Request(subject, action, Entity(resource_type, min(exact)), context), cached=False
+            ).effect
+            is _ALLOW
+        ):
+            out._ids = iter(sorted(rid for rid in exact if rid > after))
+            return out
         candidates = _reached_objects(store, snapshot.policy, subject, resource_type)
 
     def allowed() -> Iterator[str]:

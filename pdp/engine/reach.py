@@ -1,0 +1,242 @@
+"""Which objects a subject holds a permission on, computed backwards from the subject, for the
+permissions where that is exactly Check's answer: unions (`+`) of direct relations and arrows.
+
+`viewer + editor + owner + parent->view`: the objects whose `viewer`, `editor` or `owner` holds
+the subject or a group it is in (pdp.engine.membership), then, round by round, the objects whose
+`parent` is one found so far, until a round finds nothing new. Nothing but a chain of tuples can
+grant through a union, so the set is exact, and a lookup needs no Check per id.
+
+`allowed_ids` answers None (the caller then confirms every candidate with Check) whenever that
+would not hold: an intersection or exclusion (`&`, `-`), a relation admitting a userset that is
+not a group, a forbid, a role, a permit on anything but `subject has P on resource`, fail-open,
+a sliced store, or chains long enough that Check's depth limit could decide.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from pdp.engine.engine import SnapshotView
+from pdp.engine.membership import MembershipIndex
+from pdp.engine.tuples import TupleStore
+from pdp.model import Entity
+from policy_lang import ast
+from policy_lang.checker import CheckedPolicy
+
+# (type, relation) of the direct relations a permission unions, and its arrows, by type:
+# type -> (relations, ((tupleset, computed), ...)).
+_Parts = tuple[frozenset[str], frozenset[tuple[str, str]]]
+
+
+def allowed_ids(
+    view: SnapshotView, subject: Entity, action: str, resource_type: str
+) -> set[str] | None:
+    """The ids of `resource_type` Check allows `subject` to `action`, or None when only Check
+    itself can say (see the module docstring)."""
+    snapshot, bundle = view.snapshot, view.bundle
+    store = view.tuples
+    index = store.membership
+    if snapshot is None or bundle is None or index is None:
+        return None
+    policy = snapshot.policy
+    if (resource_type, action) in bundle.settings.fail_open:
+        return None
+    if action not in snapshot.by_type.get(resource_type, {}):
+        return None
+    permissions = _permitting_relations(policy, resource_type, action)
+    if permissions is None:
+        return None
+    walk = _Reach(policy, store, index, f"{subject.type}:{subject.id}", subject.type)
+    out: set[str] = set()
+    for permission in permissions:
+        found = walk.holders(resource_type, permission)
+        if found is None:
+            return None
+        out |= found
+    # Every id was reached in at most `rounds` arrow hops, each by a group at most
+    # `deepest + 1` userset hops deep: within the depth limit, Check grants each one.
+    if walk.rounds + index.deepest + 1 >= snapshot.max_depth:
+        return None
+    return out
+
+
+def _permitting_relations(policy: CheckedPolicy, type_name: str, action: str) -> list[str] | None:
+    """The P of every `permit ...: action on type when subject has P on resource`, or None if
+    anything else can decide (type, action): another permit, any forbid, a role."""
+    if policy.granting_roles.get((type_name, action)):
+        return None
+    out = []
+    for rule in policy.rules:
+        if rule.types is not None and type_name not in rule.types:
+            continue
+        if rule.actions is not None and action not in rule.actions:
+            continue
+        condition = rule.condition
+        if (
+            rule.effect != "permit"
+            or not isinstance(condition, ast.RelationCheck)
+            or condition.entity.kind != "resource"
+        ):
+            return None
+        out.append(condition.relation)
+    return out
+
+
+class _Reach:
+    """One subject's holders of (type, permission), memoised, each with the most arrow hops
+    any of them is from the objects that hold the subject directly."""
+
+    def __init__(
+        self,
+        policy: CheckedPolicy,
+        store: TupleStore,
+        index: MembershipIndex,
+        subject: str,
+        subject_type: str,
+    ) -> None:
+        self._policy = policy
+        self._store = store
+        self._subject = subject
+        # What a relation may hold the subject as: itself, its type's wildcard, or a group key
+        # it is in (also through the wildcard).
+        self._wildcard = f"{subject_type}:*"
+        self._groups = index.of.get(subject, frozenset()) | index.of.get(
+            self._wildcard, frozenset()
+        )
+        # (type, permission) -> (ids, arrow hops); None while being computed (a cycle of
+        # arrows between types: left to Check) or when not a union.
+        self._memo: dict[tuple[str, str], tuple[set[str], int] | None] = {}
+        self.rounds = 0
+
+    def holders(self, type_name: str, permission: str) -> set[str] | None:
+        found = self._holders(type_name, permission)
+        if found is None:
+            return None
+        self.rounds = max(self.rounds, found[1])
+        return found[0]
+
+    def _holders(self, type_name: str, permission: str) -> tuple[set[str], int] | None:
+        key = (type_name, permission)
+        if key not in self._memo:
+            self._memo[key] = None
+            self._memo[key] = self._compute(type_name, permission)
+        return self._memo[key]
+
+    def _compute(self, type_name: str, permission: str) -> tuple[set[str], int] | None:
+        """The objects of the type whose direct relations hold the subject, and those whose
+        arrow relation names an object of another type holding `computed` (one hop more); then,
+        round by round, those whose arrow names one found so far (`parent->view` in `view`)."""
+        parts = _union_parts(self._policy, type_name, permission)
+        if parts is None:
+            return None
+        relations, arrows = parts
+        found = self._direct(type_name, relations)
+        hops = 0
+        recursive = []
+        for tupleset, computed in arrows:
+            for target_type in self._arrow_targets(type_name, tupleset):
+                if target_type == type_name and computed == permission:
+                    recursive.append(tupleset)
+                    continue
+                held = self._holders(target_type, computed)
+                if held is None:
+                    return None
+                found |= self._pointing_at(type_name, tupleset, target_type, held[0])
+                hops = max(hops, held[1] + 1)
+        frontier = found
+        while recursive and frontier:
+            new: set[str] = set()
+            for tupleset in recursive:
+                new |= self._pointing_at(type_name, tupleset, type_name, frontier)
+            frontier = new - found
+            if frontier:
+                found |= frontier
+                hops += 1
+        return found, hops
+
+    def _direct(self, type_name: str, relations: Iterable[str]) -> set[str]:
+        found: set[str] = set()
+        types = self._policy.types[type_name]
+        prefix = f"{type_name}:"
+        cut = len(prefix)
+        for relation in relations:
+            decl = types.relations[relation]
+            suffix = f"#{relation}"
+            admitted = {f"{r.type}#{r.relation}" for r in decl.subjects if r.relation}
+            wild = {f"{r.type}:*" for r in decl.subjects if r.wildcard}
+            holding = [self._subject, *([self._wildcard] if self._wildcard in wild else [])]
+            holding += [g for g in self._groups if _group_ref(g) in admitted]
+            for key in holding:
+                for okey in self._store.objects_with(key):
+                    if okey.startswith(prefix) and okey.endswith(suffix):
+                        found.add(okey[cut : -len(suffix)])
+        return found
+
+    def _arrow_targets(self, type_name: str, tupleset: str) -> set[str]:
+        decl = self._policy.types[type_name].relations.get(tupleset)
+        if decl is None:
+            return set()
+        return {r.type for r in decl.subjects if not r.wildcard}
+
+    def _pointing_at(
+        self, type_name: str, tupleset: str, target_type: str, targets: set[str]
+    ) -> set[str]:
+        """Ids of `type_name` whose `tupleset` holds `target_type:t` or a userset `...:t#rel`."""
+        decl = self._policy.types[type_name].relations[tupleset]
+        userset_relations = [
+            r.relation for r in decl.subjects if r.type == target_type and r.relation
+        ]
+        direct = any(r.type == target_type and not r.relation for r in decl.subjects)
+        prefix = f"{type_name}:"
+        suffix = f"#{tupleset}"
+        cut = len(prefix)
+        out: set[str] = set()
+        for t in targets:
+            base = f"{target_type}:{t}"
+            keys = [base] if direct else []
+            keys += [f"{base}#{rel}" for rel in userset_relations]
+            for key in keys:
+                for okey in self._store.objects_with(key):
+                    if okey.startswith(prefix) and okey.endswith(suffix):
+                        out.add(okey[cut : -len(suffix)])
+        return out
+
+
+def _group_ref(group_key: str) -> str:
+    """`group:eng#member` -> `group#member`."""
+    return f"{group_key[: group_key.find(':')]}#{group_key[group_key.rfind('#') + 1 :]}"
+
+
+def _union_parts(policy: CheckedPolicy, type_name: str, name: str) -> _Parts | None:
+    """The direct relations and arrows `type_name#name` is the union of; None if it is not a
+    union of those alone, or reads a relation that admits a userset other than a group."""
+    info = policy.types.get(type_name)
+    if info is None:
+        return frozenset(), frozenset()
+    if name in info.relations:
+        decl = info.relations[name]
+        has_usersets = any(r.relation for r in decl.subjects)
+        if has_usersets and (type_name, name) not in policy.membership_relations:
+            return None
+        return frozenset({name}), frozenset()
+    permission = info.permissions.get(name)
+    if permission is None:
+        return frozenset(), frozenset()
+    relations: set[str] = set()
+    arrows: set[tuple[str, str]] = set()
+    todo: list[ast.UsersetExpr] = [permission.expr]
+    while todo:
+        expr = todo.pop()
+        if isinstance(expr, ast.Union):
+            todo.extend(ast.userset_operands(expr))
+        elif isinstance(expr, ast.TupleToUserset):
+            arrows.add((expr.tupleset, expr.computed))
+        elif isinstance(expr, ast.Computed):
+            parts = _union_parts(policy, type_name, expr.relation)
+            if parts is None:
+                return None
+            relations |= parts[0]
+            arrows |= parts[1]
+        else:  # `&` or `-`: holding a part does not mean holding the whole
+            return None
+    return frozenset(relations), frozenset(arrows)
