@@ -25,7 +25,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from pdp.engine.engine import SnapshotView
-from pdp.engine.reach import allowed_ids
+from pdp.engine.reach import allowed_ids, candidate_ids
 from pdp.engine.tuples import TupleStore
 from pdp.identifiers import WILDCARD
 from pdp.model import EMPTY, Decision, Effect, Entity, Request, Value
@@ -91,7 +91,10 @@ def lookup_resources(
         ):
             out._ids = iter(sorted(rid for rid in exact if rid > after))
             return out
-        candidates = _reached_objects(store, snapshot.policy, subject, resource_type)
+        superset = candidate_ids(view, subject, action, resource_type)
+        if superset is None:
+            superset = _reached_objects(store, snapshot.policy, subject, resource_type)
+        candidates = superset
 
     def allowed() -> Iterator[str]:
         for rid in sorted(c for c in candidates if c > after):

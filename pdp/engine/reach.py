@@ -60,17 +60,67 @@ def allowed_ids(
     return out
 
 
+def candidate_ids(
+    view: SnapshotView, subject: Entity, action: str, resource_type: str
+) -> set[str] | None:
+    """A superset of the ids Check allows, for Check to confirm one by one: every permit on
+    (type, action) needs the subject to hold some relation on the resource, and each relation's
+    holders can be over-approximated (`a - b` and `a & b` by the holders of `a`, the depth limit
+    ignored). Forbids only deny, so they do not matter here. None: no such superset."""
+    snapshot = view.snapshot
+    index = view.tuples.membership
+    if snapshot is None or index is None:
+        return None
+    policy = snapshot.policy
+    if policy.granting_roles.get((resource_type, action)):
+        return None
+    walk = _Reach(
+        policy, view.tuples, index, f"{subject.type}:{subject.id}", subject.type, exact=False
+    )
+    out: set[str] = set()
+    for rule in _rules_on(policy, resource_type, action):
+        if rule.effect != "permit":
+            continue
+        needed = _needed_relations(rule.condition) if rule.condition is not None else None
+        if needed is None:
+            return None
+        for permission in needed:
+            found = walk.holders(resource_type, permission)
+            if found is None:
+                return None
+            out |= found
+    return out
+
+
+def _needed_relations(expr: ast.Expr) -> list[str] | None:
+    """Relations on the resource one of which the subject must hold for `expr` to be true."""
+    if isinstance(expr, ast.RelationCheck):
+        return [expr.relation] if expr.entity.kind == "resource" else None
+    if isinstance(expr, ast.And):
+        left = _needed_relations(expr.left)
+        return left if left is not None else _needed_relations(expr.right)
+    if isinstance(expr, ast.Or):
+        left, right = _needed_relations(expr.left), _needed_relations(expr.right)
+        return left + right if left is not None and right is not None else None
+    return None
+
+
+def _rules_on(policy: CheckedPolicy, type_name: str, action: str) -> list[ast.RuleDecl]:
+    return [
+        rule
+        for rule in policy.rules
+        if (rule.types is None or type_name in rule.types)
+        and (rule.actions is None or action in rule.actions)
+    ]
+
+
 def _permitting_relations(policy: CheckedPolicy, type_name: str, action: str) -> list[str] | None:
     """The P of every `permit ...: action on type when subject has P on resource`, or None if
     anything else can decide (type, action): another permit, any forbid, a role."""
     if policy.granting_roles.get((type_name, action)):
         return None
     out = []
-    for rule in policy.rules:
-        if rule.types is not None and type_name not in rule.types:
-            continue
-        if rule.actions is not None and action not in rule.actions:
-            continue
+    for rule in _rules_on(policy, type_name, action):
         condition = rule.condition
         if (
             rule.effect != "permit"
@@ -93,8 +143,11 @@ class _Reach:
         index: MembershipIndex,
         subject: str,
         subject_type: str,
+        *,
+        exact: bool = True,
     ) -> None:
         self._policy = policy
+        self._exact = exact
         self._store = store
         self._subject = subject
         # What a relation may hold the subject as: itself, its type's wildcard, or a group key
@@ -126,7 +179,7 @@ class _Reach:
         """The objects of the type whose direct relations hold the subject, and those whose
         arrow relation names an object of another type holding `computed` (one hop more); then,
         round by round, those whose arrow names one found so far (`parent->view` in `view`)."""
-        parts = _union_parts(self._policy, type_name, permission)
+        parts = _union_parts(self._policy, type_name, permission, exact=self._exact)
         if parts is None:
             return None
         relations, arrows = parts
@@ -207,9 +260,12 @@ def _group_ref(group_key: str) -> str:
     return f"{group_key[: group_key.find(':')]}#{group_key[group_key.rfind('#') + 1 :]}"
 
 
-def _union_parts(policy: CheckedPolicy, type_name: str, name: str) -> _Parts | None:
+def _union_parts(
+    policy: CheckedPolicy, type_name: str, name: str, *, exact: bool = True
+) -> _Parts | None:
     """The direct relations and arrows `type_name#name` is the union of; None if it is not a
-    union of those alone, or reads a relation that admits a userset other than a group."""
+    union of those alone, or reads a relation that admits a userset other than a group. Not
+    `exact`: those whose union holds whenever `name` does (`a - b` and `a & b` as `a`)."""
     info = policy.types.get(type_name)
     if info is None:
         return frozenset(), frozenset()
@@ -232,11 +288,13 @@ def _union_parts(policy: CheckedPolicy, type_name: str, name: str) -> _Parts | N
         elif isinstance(expr, ast.TupleToUserset):
             arrows.add((expr.tupleset, expr.computed))
         elif isinstance(expr, ast.Computed):
-            parts = _union_parts(policy, type_name, expr.relation)
+            parts = _union_parts(policy, type_name, expr.relation, exact=exact)
             if parts is None:
                 return None
             relations |= parts[0]
             arrows |= parts[1]
-        else:  # `&` or `-`: holding a part does not mean holding the whole
+        elif exact:  # `&` or `-`: holding a part does not mean holding the whole
             return None
+        else:  # but whoever holds the whole holds its first part
+            todo.append(ast.userset_operands(expr)[0])
     return frozenset(relations), frozenset(arrows)
