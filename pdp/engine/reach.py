@@ -1,5 +1,6 @@
 """Which objects a subject holds a permission on, computed backwards from the subject, for the
-permissions where that is exactly Check's answer: unions (`+`) of direct relations and arrows.
+permissions where that is exactly Check's answer: unions (`+`) of direct relations and arrows,
+less direct relations (`(viewer + parent->view) - blocked`).
 
 `viewer + editor + owner + parent->view`: the objects whose `viewer`, `editor` or `owner` holds
 the subject or a group it is in (pdp.engine.membership), then, round by round, the objects whose
@@ -7,14 +8,16 @@ the subject or a group it is in (pdp.engine.membership), then, round by round, t
 grant through a union, so the set is exact, and a lookup needs no Check per id.
 
 `allowed_ids` answers None (the caller then confirms every candidate with Check) whenever that
-would not hold: an intersection or exclusion (`&`, `-`), a relation admitting a userset that is
-not a group, a forbid, a role, a permit on anything but `subject has P on resource`, fail-open,
-a sliced store, or chains long enough that Check's depth limit could decide.
+would not hold: an intersection (`&`), an exclusion of anything but direct relations or below a
+union, a relation admitting a userset that is not a group, a forbid, a role, a permit on
+anything but `subject has P on resource`, fail-open, a sliced store, a cycle of arrows across
+types, or chains long enough that Check's depth limit could decide.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from pdp.engine.engine import SnapshotView
 from pdp.engine.membership import MembershipIndex
@@ -22,10 +25,6 @@ from pdp.engine.tuples import TupleStore
 from pdp.model import Entity
 from policy_lang import ast
 from policy_lang.checker import CheckedPolicy
-
-# (type, relation) of the direct relations a permission unions, and its arrows, by type:
-# type -> (relations, ((tupleset, computed), ...)).
-_Parts = tuple[frozenset[str], frozenset[tuple[str, str]]]
 
 
 def allowed_ids(
@@ -182,11 +181,17 @@ class _Reach:
         parts = _union_parts(self._policy, type_name, permission, exact=self._exact)
         if parts is None:
             return None
-        relations, arrows = parts
-        found = self._direct(type_name, relations)
+        blocked = self._direct(type_name, parts.excluded)
+        found = self._direct(type_name, parts.relations)
         hops = 0
+        for sub in parts.subs:
+            held = self._holders(type_name, sub)
+            if held is None:
+                return None
+            found |= held[0]
+            hops = max(hops, held[1])
         recursive = []
-        for tupleset, computed in arrows:
+        for tupleset, computed in parts.arrows:
             for target_type in self._arrow_targets(type_name, tupleset):
                 if target_type == type_name and computed == permission:
                     recursive.append(tupleset)
@@ -196,12 +201,13 @@ class _Reach:
                     return None
                 found |= self._pointing_at(type_name, tupleset, target_type, held[0])
                 hops = max(hops, held[1] + 1)
+        found -= blocked
         frontier = found
         while recursive and frontier:
             new: set[str] = set()
             for tupleset in recursive:
                 new |= self._pointing_at(type_name, tupleset, type_name, frontier)
-            frontier = new - found
+            frontier = new - found - blocked
             if frontier:
                 found |= frontier
                 hops += 1
@@ -260,41 +266,81 @@ def _group_ref(group_key: str) -> str:
     return f"{group_key[: group_key.find(':')]}#{group_key[group_key.rfind('#') + 1 :]}"
 
 
+@dataclass(frozen=True)
+class _Parts:
+    """What a permission is on one object: the union of its direct `relations`, its `arrows`
+    (tupleset, computed) and the holders of other permissions of the type (`subs`), less the
+    holders of the direct relations in `excluded` (`(...) - blocked`)."""
+
+    relations: frozenset[str] = frozenset()
+    arrows: frozenset[tuple[str, str]] = frozenset()
+    subs: frozenset[str] = frozenset()
+    excluded: frozenset[str] = frozenset()
+
+
 def _union_parts(
     policy: CheckedPolicy, type_name: str, name: str, *, exact: bool = True
 ) -> _Parts | None:
-    """The direct relations and arrows `type_name#name` is the union of; None if it is not a
-    union of those alone, or reads a relation that admits a userset other than a group. Not
-    `exact`: those whose union holds whenever `name` does (`a - b` and `a & b` as `a`)."""
+    """`type_name#name` as _Parts; None if it is not a union of direct relations, arrows and
+    such permissions, less direct relations only, or reads a relation admitting a userset other
+    than a group. Not `exact`: parts that hold whenever `name` does (`a - b`, `a & b` as `a`)."""
     info = policy.types.get(type_name)
     if info is None:
-        return frozenset(), frozenset()
+        return _Parts()
     if name in info.relations:
         decl = info.relations[name]
         has_usersets = any(r.relation for r in decl.subjects)
         if has_usersets and (type_name, name) not in policy.membership_relations:
             return None
-        return frozenset({name}), frozenset()
+        return _Parts(relations=frozenset({name}))
     permission = info.permissions.get(name)
     if permission is None:
-        return frozenset(), frozenset()
+        return _Parts()
+    expr = permission.expr
+    excluded: set[str] = set()
+    if isinstance(expr, ast.Exclusion):
+        first, *rest = ast.userset_operands(expr)
+        if exact:
+            for operand in rest:
+                # Only direct relations: their Check cannot hit the depth limit within the
+                # bound allowed_ids keeps, so "not blocked" is exactly what Check finds.
+                minus = _operand_parts(policy, type_name, operand, exact=True)
+                if minus is None or minus.arrows or minus.subs or minus.excluded:
+                    return None
+                excluded |= minus.relations
+        expr = first
+    parts = _operand_parts(policy, type_name, expr, exact=exact)
+    if parts is None:
+        return None
+    return _Parts(parts.relations, parts.arrows, parts.subs, frozenset(excluded))
+
+
+def _operand_parts(
+    policy: CheckedPolicy, type_name: str, expr: ast.UsersetExpr, *, exact: bool
+) -> _Parts | None:
+    """The union `expr` is of, a permission with its own exclusion kept whole (a sub)."""
     relations: set[str] = set()
     arrows: set[tuple[str, str]] = set()
-    todo: list[ast.UsersetExpr] = [permission.expr]
+    subs: set[str] = set()
+    todo: list[ast.UsersetExpr] = [expr]
     while todo:
-        expr = todo.pop()
-        if isinstance(expr, ast.Union):
-            todo.extend(ast.userset_operands(expr))
-        elif isinstance(expr, ast.TupleToUserset):
-            arrows.add((expr.tupleset, expr.computed))
-        elif isinstance(expr, ast.Computed):
-            parts = _union_parts(policy, type_name, expr.relation, exact=exact)
+        node = todo.pop()
+        if isinstance(node, ast.Union):
+            todo.extend(ast.userset_operands(node))
+        elif isinstance(node, ast.TupleToUserset):
+            arrows.add((node.tupleset, node.computed))
+        elif isinstance(node, ast.Computed):
+            parts = _union_parts(policy, type_name, node.relation, exact=exact)
             if parts is None:
                 return None
-            relations |= parts[0]
-            arrows |= parts[1]
-        elif exact:  # `&` or `-`: holding a part does not mean holding the whole
+            if parts.excluded:
+                subs.add(node.relation)
+                continue
+            relations |= parts.relations
+            arrows |= parts.arrows
+            subs |= parts.subs
+        elif exact:  # `&`, or `-` below a union: holding a part does not mean holding the whole
             return None
         else:  # but whoever holds the whole holds its first part
-            todo.append(ast.userset_operands(expr)[0])
-    return frozenset(relations), frozenset(arrows)
+            todo.append(ast.userset_operands(node)[0])
+    return _Parts(frozenset(relations), frozenset(arrows), frozenset(subs))
