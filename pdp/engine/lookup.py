@@ -1,8 +1,10 @@
 """LookupResources and LookupSubjects: which resources of a type may a subject act on, and which
 subjects of a type may act on a resource.
 
-Correct by construction: a lookup gathers candidates from the tuple index, then asks Check of each,
-in id order, and returns exactly the ones Check allows. The candidates are a superset of every id
+Correct by construction. Where a permission is a union the answer is computed backwards from the
+subject and is Check's answer by construction (pdp.engine.reach). Otherwise a lookup gathers
+candidates from the tuple index, then asks Check of each, in id order, and returns exactly the ones
+Check allows. The candidates are a superset of every id
 Check could allow among the ids the tuples know:
 - resources: every object reached walking the reverse index back from the subject (and its type's
   wildcard) through usersets and arrow hops. A relation holds only along a chain of tuples from the
