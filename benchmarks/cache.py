@@ -62,7 +62,7 @@ def run_stream(engine: Engine, stream: list[Request], overhead: float) -> list[i
 
 
 def measure(sc: Scenario, rounds: int, overhead: float) -> dict[str, Any]:
-    bundle = bundle_from_text(sc.policy, sc.tuples)
+    bundle = bundle_from_text(sc.policy, tuple(sc.tuples))
     out: dict[str, Any] = {}
     for name, stream in streams(sc, random.Random(11)).items():
         medians: dict[str, list[float]] = {"default": [], "off": []}
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {}
     for sc in build(args.quick):
         engine = Engine(cache_ttl=0)
-        engine.load(bundle_from_text(sc.policy, sc.tuples))
+        engine.load(bundle_from_text(sc.policy, tuple(sc.tuples)))
         sc.check_answers(lambda r, e=engine: e.check(r).allowed, f"pdp ({sc.name})")
         results[sc.name] = measure(sc, 2 if args.quick else 5, overhead)
     meta = {
