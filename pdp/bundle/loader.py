@@ -7,6 +7,7 @@ checked against the bundle's file manifest (`pdp.bundle.manifest`) before anythi
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import tomllib
@@ -32,7 +33,12 @@ from pdp.tenancy import Tenancy, parse_tenancy
 from policy_lang import ast
 from policy_lang.checker import CheckedPolicy, check
 from policy_lang.diagnostics import Diagnostic, Loc, PolicyError, with_sources
-from policy_lang.parser import parse
+from policy_lang.parser import parse as _parse_text
+
+# A reload re-reads every file but reparses only those whose text changed: parsing is most of a
+# load, and an AST is immutable, so one per (text, file name) is shared. A file that does not
+# parse raises, and errors are never cached: it is parsed again, and reported again, each time.
+parse = functools.lru_cache(maxsize=256)(_parse_text)
 
 MANIFEST = "bundle.toml"
 POLICY_SUFFIX = ".pdp"

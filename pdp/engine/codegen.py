@@ -11,13 +11,18 @@ import linecache
 import re
 from collections import OrderedDict
 from collections.abc import Callable
+from types import CodeType
 from typing import Any
 
-# Sources registered in linecache, oldest first. Reloads compile new sources; a bound keeps a
-# long-running sidecar's linecache from growing without end (an evicted source only loses its
-# listing in a traceback, never the function).
+# Sources registered in linecache, oldest first, with their compiled code. A reload compiles
+# only sources it has not seen (most of a bundle is unchanged by an edit, and `compile` is most
+# of a small bundle's load); a code object is immutable, and each `exec` of it makes new
+# functions in their own namespace. A bound keeps a long-running sidecar's caches from growing
+# without end (an evicted source only loses its listing in a traceback, never the function).
 _MAX_SOURCES = 20_000
-_registered: OrderedDict[str, None] = OrderedDict()
+_registered: OrderedDict[str, tuple[str, str, CodeType]] = (
+    OrderedDict()
+)  # sha256 -> (name, source, code)
 
 
 def identifier(*parts: str) -> str:
@@ -29,16 +34,20 @@ def identifier(*parts: str) -> str:
 def define(source: str, label: str, namespace: dict[str, Any]) -> dict[str, Any]:
     """Execute `source` (one or more `def`s) in `namespace` and return it; `label` names the
     generated file in tracebacks."""
-    digest = hashlib.sha256(source.encode()).hexdigest()[:8]
-    filename = f"<pdp {label} {digest}>"
-    exec(compile(source, filename, "exec"), namespace)
-    if filename not in _registered:
+    digest = hashlib.sha256(source.encode()).hexdigest()
+    filename = f"<pdp {label} {digest[:8]}>"
+    cached = _registered.get(digest)
+    if cached is None or cached[1] != source:  # the source itself decides, not a digest
+        code = compile(source, filename, "exec")
         # mtime None: linecache.checkcache never drops it as a stale file
         linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-        _registered[filename] = None
+        _registered[digest] = (filename, source, code)
         if len(_registered) > _MAX_SOURCES:
-            old, _ = _registered.popitem(last=False)
+            old, _, _ = _registered.popitem(last=False)[1]
             linecache.cache.pop(old, None)
+    else:
+        code = cached[2]
+    exec(code, namespace)
     return namespace
 
 

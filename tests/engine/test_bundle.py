@@ -100,3 +100,18 @@ def test_every_edit_changes_the_revision(bundle: Path) -> None:
     rules = bundle / "policies" / "rules.pdp"
     rules.write_text(rules.read_text() + "\n// a comment is an edit too\n")
     assert load_bundle(bundle).revision != first
+
+
+def test_a_reload_reparses_only_the_files_that_changed(bundle: Path) -> None:
+    rules, schema = bundle / "policies" / "rules.pdp", bundle / "policies" / "schema.pdp"
+    first = load_bundle(bundle).policy
+    rules.write_text(rules.read_text() + "\n// an edit\n")
+    second = load_bundle(bundle).policy
+    # schema.pdp is unchanged: the very same declarations; rules.pdp was parsed afresh
+    assert second.types["document"].decl is first.types["document"].decl
+    assert second.rules[0] is not first.rules[0] and second.rules[0] == first.rules[0]
+    # A file that does not parse is never remembered: each load reports it again.
+    schema.write_text(schema.read_text() + "\ntype broken {\n")
+    for _ in range(2):
+        with pytest.raises(BundleError, match="syntax_error"):
+            load_bundle(bundle)

@@ -74,3 +74,13 @@ def test_pdp_check_show_code_prints_the_key_and_the_decide_function() -> None:
     assert "def cache_key_document_read(" in out.stderr
     assert "def decide_document_read(" in out.stderr
     assert json.loads(out.stdout)["decision"] == "ALLOW"  # the check itself still answers
+
+
+def test_a_source_seen_before_is_not_compiled_again_but_each_namespace_keeps_its_own() -> None:
+    source = "def answer():\n    return VALUE\n"
+    one = codegen.function(source, "answer", {"VALUE": 1})
+    two = codegen.function(source, "answer", {"VALUE": 2})
+    assert one.__code__ is two.__code__  # compiled once
+    assert (one(), two()) == (1, 2)  # bound to their own globals
+    other = codegen.function(source.replace("VALUE", "VALUE + 1"), "answer", {"VALUE": 1})
+    assert other() == 2 and other.__code__ is not one.__code__
