@@ -1,4 +1,5 @@
-"""Text to syntax tree: the Lark grammar, a Transformer into policy_lang.ast, and readable syntax errors.
+"""Text to syntax tree: the Lark grammar, the callbacks that build policy_lang.ast as Lark's LALR
+parser reduces each rule (no intermediate tree), and readable syntax errors.
 
 Every syntax error of a file is reported: after an error the parser resumes at the next line that
 starts a top-level item, so one typo does not hide the rest.
@@ -8,13 +9,13 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-from lark import Lark, Token, Tree
+from lark import Lark, Token
 from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
-from lark.tree import Meta
 
 from policy_lang import ast
 from policy_lang.diagnostics import Diagnostic, Loc, PolicyError
@@ -65,8 +66,19 @@ _TOP_LEVEL = re.compile(r"^[ \t]*(type|context|role|bind|permit|forbid)\b", re.M
 
 @cache
 def _lark() -> Lark:
+    """The parser, building our AST as it reduces (no intermediate tree, no second walk).
+
+    Every token is kept (`keep_all_tokens`) so that a node's position starts at its keyword, as
+    a person reads it (`type`, `not`, `(`): _Callbacks computes positions itself, from the
+    tokens and the nodes below, and drops the punctuation before building."""
     grammar = (Path(__file__).parent / "grammar.lark").read_text(encoding="utf-8")
-    return Lark(grammar, parser="lalr", propagate_positions=True, maybe_placeholders=False)
+    return Lark(
+        grammar,
+        parser="lalr",
+        keep_all_tokens=True,
+        maybe_placeholders=False,
+        transformer=_Callbacks(),
+    )
 
 
 def parse(text: str, path: str = "<policy>") -> ast.PolicyFile:
@@ -78,8 +90,7 @@ def parse(text: str, path: str = "<policy>") -> ast.PolicyFile:
         # Keep line and column numbers true by blanking (not cutting) what was already consumed.
         masked = re.sub(r"[^\n]", " ", text[:offset]) + text[offset:]
         try:
-            tree = _lark().parse(masked)
-            items.extend(_Builder(path).items(tree))
+            items.extend(_items(masked, path))
             break
         except UnexpectedInput as exc:
             errors.append(_syntax_diagnostic(exc, text, path))
@@ -111,7 +122,7 @@ def _parse_prefix(text: str, offset: int, exc: UnexpectedInput, path: str) -> li
     end = starts[-1] if starts[-1] <= error_pos else starts[-2]
     masked = re.sub(r"[^\n]", " ", text[:offset]) + text[offset:end]
     try:
-        return _Builder(path).items(_lark().parse(masked))
+        return _items(masked, path)
     except (LarkError, _BuildError, RecursionError):
         return []
 
@@ -170,50 +181,15 @@ def _names(children: list[Any]) -> tuple[str, ...]:
 
 
 class _Builder:
-    """Turns Lark's tree into our own frozen AST nodes, each with its file:line:col.
+    """Our frozen AST nodes from one reduction each: `method(pos, children)` with the children
+    already built and the punctuation dropped, each node with its file:line:col."""
 
-    A direct bottom-up walk, one method per rule called as `method(meta, children)`: a third of
-    the time of lark.Transformer with `v_args(meta=True)`, which wraps every call and looks up
-    every token; and a _BuildError reaches `parse` as itself, not wrapped in a VisitError.
-    """
-
-    def __init__(self, path: str) -> None:
-        self._path = path
-        self._rules = {name: getattr(self, name) for name in _RULES}
-
-    def items(self, tree: Tree[Token]) -> list[ast.Item]:
-        return list(self._build(tree).children)
-
-    def _build(self, tree: Tree[Token]) -> Any:
-        # Bottom-up with an explicit stack, not recursion: `not not ... x` or a long `or` nests
-        # as deep as it is long, and the checker, not Python's stack, says how deep is too deep.
-        pending: list[tuple[Tree[Token], bool]] = [(tree, False)]
-        built: list[Any] = []
-        while pending:
-            node, ready = pending.pop()
-            if not ready:
-                pending.append((node, True))
-                pending.extend((c, False) for c in reversed(node.children) if isinstance(c, Tree))
-                continue
-            subtrees = sum(1 for c in node.children if isinstance(c, Tree))
-            done = iter(built[len(built) - subtrees :])
-            children = [next(done) if isinstance(c, Tree) else c for c in node.children]
-            del built[len(built) - subtrees :]
-            rule = self._rules.get(node.data)
-            if rule is None:  # `start`, the only rule without a node of its own
-                built.append(Tree(node.data, children, node.meta))
-            else:
-                built.append(rule(node.meta, children))
-        return built[0]
-
-    def _loc(self, meta: Meta) -> Loc:
-        if getattr(meta, "empty", True):
-            return Loc(self._path, 0, 0)
-        end = meta.end_column if meta.end_line == meta.line else 0
-        return Loc(self._path, meta.line, meta.column, end, meta.end_line)
+    def _loc(self, pos: _Pos) -> Loc:
+        end = pos.end_column if pos.end_line == pos.line else 0
+        return Loc(_state.path, pos.line, pos.column, end, pos.end_line)
 
     # ---- schema
-    def type_decl(self, meta: Meta, c: list[Any]) -> ast.TypeDecl:
+    def type_decl(self, meta: _Pos, c: list[Any]) -> ast.TypeDecl:
         attrs, actions, rels, perms = [], [], [], []
         for m in c[1:]:
             if isinstance(m, tuple) and m and m[0] == "attributes":
@@ -228,57 +204,57 @@ class _Builder:
             str(c[0]), tuple(attrs), tuple(actions), tuple(rels), tuple(perms), self._loc(meta)
         )
 
-    def attributes_block(self, meta: Meta, c: list[Any]) -> tuple[str, tuple[ast.Attribute, ...]]:
+    def attributes_block(self, meta: _Pos, c: list[Any]) -> tuple[str, tuple[ast.Attribute, ...]]:
         return ("attributes", tuple(a for a in c if isinstance(a, ast.Attribute)))
 
-    def context_decl(self, meta: Meta, c: list[Any]) -> ast.ContextDecl:
+    def context_decl(self, meta: _Pos, c: list[Any]) -> ast.ContextDecl:
         return ast.ContextDecl(tuple(a for a in c if isinstance(a, ast.Attribute)), self._loc(meta))
 
-    def attr_decl(self, meta: Meta, c: list[Any]) -> ast.Attribute:
+    def attr_decl(self, meta: _Pos, c: list[Any]) -> ast.Attribute:
         optional = any(isinstance(x, Token) and x.type == "OPTIONAL" for x in c)
         return ast.Attribute(str(c[0]), c[-1], optional, self._loc(meta))
 
-    def scalar_type(self, meta: Meta, c: list[Any]) -> str:
+    def scalar_type(self, meta: _Pos, c: list[Any]) -> str:
         return str(c[0])
 
-    def set_type(self, meta: Meta, c: list[Any]) -> str:
+    def set_type(self, meta: _Pos, c: list[Any]) -> str:
         return f"set<{c[0]}>"
 
-    def actions_decl(self, meta: Meta, c: list[Any]) -> tuple[str, tuple[str, ...]]:
+    def actions_decl(self, meta: _Pos, c: list[Any]) -> tuple[str, tuple[str, ...]]:
         return ("actions", _names(c))
 
-    def relation_decl(self, meta: Meta, c: list[Any]) -> ast.RelationDecl:
+    def relation_decl(self, meta: _Pos, c: list[Any]) -> ast.RelationDecl:
         return ast.RelationDecl(str(c[0]), tuple(c[1:]), self._loc(meta))
 
-    def subject_direct(self, meta: Meta, c: list[Any]) -> ast.SubjectRef:
+    def subject_direct(self, meta: _Pos, c: list[Any]) -> ast.SubjectRef:
         return ast.SubjectRef(str(c[0]), loc=self._loc(meta))
 
-    def subject_userset(self, meta: Meta, c: list[Any]) -> ast.SubjectRef:
+    def subject_userset(self, meta: _Pos, c: list[Any]) -> ast.SubjectRef:
         return ast.SubjectRef(str(c[0]), str(c[1]), loc=self._loc(meta))
 
-    def subject_wildcard(self, meta: Meta, c: list[Any]) -> ast.SubjectRef:
+    def subject_wildcard(self, meta: _Pos, c: list[Any]) -> ast.SubjectRef:
         return ast.SubjectRef(str(c[0]), wildcard=True, loc=self._loc(meta))
 
-    def permission_decl(self, meta: Meta, c: list[Any]) -> ast.PermissionDecl:
+    def permission_decl(self, meta: _Pos, c: list[Any]) -> ast.PermissionDecl:
         return ast.PermissionDecl(str(c[0]), c[1], self._loc(meta))
 
-    def computed(self, meta: Meta, c: list[Any]) -> ast.Computed:
+    def computed(self, meta: _Pos, c: list[Any]) -> ast.Computed:
         return ast.Computed(str(c[0]), self._loc(meta))
 
-    def tuple_to_userset(self, meta: Meta, c: list[Any]) -> ast.TupleToUserset:
+    def tuple_to_userset(self, meta: _Pos, c: list[Any]) -> ast.TupleToUserset:
         return ast.TupleToUserset(str(c[0]), str(c[1]), self._loc(meta))
 
-    def union(self, meta: Meta, c: list[Any]) -> ast.Union:
+    def union(self, meta: _Pos, c: list[Any]) -> ast.Union:
         return ast.Union(c[0], c[1], self._loc(meta))
 
-    def intersection(self, meta: Meta, c: list[Any]) -> ast.Intersection:
+    def intersection(self, meta: _Pos, c: list[Any]) -> ast.Intersection:
         return ast.Intersection(c[0], c[1], self._loc(meta))
 
-    def exclusion(self, meta: Meta, c: list[Any]) -> ast.Exclusion:
+    def exclusion(self, meta: _Pos, c: list[Any]) -> ast.Exclusion:
         return ast.Exclusion(c[0], c[1], self._loc(meta))
 
     # ---- roles, bindings, rules
-    def role_decl(self, meta: Meta, c: list[Any]) -> ast.RoleDecl:
+    def role_decl(self, meta: _Pos, c: list[Any]) -> ast.RoleDecl:
         scope, parents, grants = "", (), []
         for m in c[1:]:
             if isinstance(m, tuple) and m and m[0] == "scope":
@@ -289,27 +265,27 @@ class _Builder:
                 grants.append(m)
         return ast.RoleDecl(str(c[0]), scope, parents, tuple(grants), self._loc(meta))
 
-    def role_scope(self, meta: Meta, c: list[Any]) -> tuple[str, str]:
+    def role_scope(self, meta: _Pos, c: list[Any]) -> tuple[str, str]:
         return ("scope", str(c[0]))
 
-    def role_parents(self, meta: Meta, c: list[Any]) -> tuple[str, tuple[str, ...]]:
+    def role_parents(self, meta: _Pos, c: list[Any]) -> tuple[str, tuple[str, ...]]:
         return ("parents", _names(c))
 
-    def grant(self, meta: Meta, c: list[Any]) -> ast.Grant:
+    def grant(self, meta: _Pos, c: list[Any]) -> ast.Grant:
         return ast.Grant(c[0], c[1], self._loc(meta))
 
-    def action_list(self, meta: Meta, c: list[Any]) -> tuple[str, ...] | None:
+    def action_list(self, meta: _Pos, c: list[Any]) -> tuple[str, ...] | None:
         return None if any(getattr(x, "type", "") == "STAR" for x in c) else _names(c)
 
     type_list = action_list
 
-    def bind_when(self, meta: Meta, c: list[Any]) -> ast.BindWhen:
+    def bind_when(self, meta: _Pos, c: list[Any]) -> ast.BindWhen:
         return ast.BindWhen(_names(c[:-1]), c[-1], self._loc(meta))
 
-    def bind_from(self, meta: Meta, c: list[Any]) -> ast.BindFrom:
+    def bind_from(self, meta: _Pos, c: list[Any]) -> ast.BindFrom:
         return ast.BindFrom(c[0], self._loc(meta))
 
-    def rule_decl(self, meta: Meta, c: list[Any]) -> ast.RuleDecl:
+    def rule_decl(self, meta: _Pos, c: list[Any]) -> ast.RuleDecl:
         effect, name = str(c[0]), str(c[1])
         rest = c[2:]
         not_found = bool(rest) and rest[0] == "not_found"
@@ -318,48 +294,48 @@ class _Builder:
         condition = rest[2] if len(rest) > 2 else None
         return ast.RuleDecl(effect, name, rest[0], rest[1], condition, not_found, self._loc(meta))
 
-    def not_found(self, meta: Meta, c: list[Any]) -> str:
+    def not_found(self, meta: _Pos, c: list[Any]) -> str:
         return "not_found"
 
     # ---- expressions
-    def or_(self, meta: Meta, c: list[Any]) -> ast.Or:
+    def or_(self, meta: _Pos, c: list[Any]) -> ast.Or:
         return ast.Or(c[0], c[1], self._loc(meta))
 
-    def and_(self, meta: Meta, c: list[Any]) -> ast.And:
+    def and_(self, meta: _Pos, c: list[Any]) -> ast.And:
         return ast.And(c[0], c[1], self._loc(meta))
 
-    def not_(self, meta: Meta, c: list[Any]) -> ast.Not:
+    def not_(self, meta: _Pos, c: list[Any]) -> ast.Not:
         return ast.Not(c[0], self._loc(meta))
 
-    def compare(self, meta: Meta, c: list[Any]) -> ast.Compare:
+    def compare(self, meta: _Pos, c: list[Any]) -> ast.Compare:
         return ast.Compare(str(c[1]), c[0], c[2], self._loc(meta))
 
-    def in_(self, meta: Meta, c: list[Any]) -> ast.In:
+    def in_(self, meta: _Pos, c: list[Any]) -> ast.In:
         return ast.In(c[0], c[1], self._loc(meta))
 
-    def relation_check(self, meta: Meta, c: list[Any]) -> ast.RelationCheck:
+    def relation_check(self, meta: _Pos, c: list[Any]) -> ast.RelationCheck:
         return ast.RelationCheck(str(c[0]), c[1], self._loc(meta))
 
-    def has_role(self, meta: Meta, c: list[Any]) -> ast.HasRole:
+    def has_role(self, meta: _Pos, c: list[Any]) -> ast.HasRole:
         return ast.HasRole(str(c[0]), self._loc(meta))
 
-    def resource_ref(self, meta: Meta, c: list[Any]) -> ast.EntityRef:
+    def resource_ref(self, meta: _Pos, c: list[Any]) -> ast.EntityRef:
         return ast.EntityRef("resource", loc=self._loc(meta))
 
-    def subject_ref_entity(self, meta: Meta, c: list[Any]) -> ast.EntityRef:
+    def subject_ref_entity(self, meta: _Pos, c: list[Any]) -> ast.EntityRef:
         return ast.EntityRef("subject", loc=self._loc(meta))
 
-    def entity_ctor(self, meta: Meta, c: list[Any]) -> ast.EntityRef:
+    def entity_ctor(self, meta: _Pos, c: list[Any]) -> ast.EntityRef:
         return ast.EntityRef("ctor", str(c[0]), c[1], self._loc(meta))
 
-    def method_call(self, meta: Meta, c: list[Any]) -> ast.MethodCall:
+    def method_call(self, meta: _Pos, c: list[Any]) -> ast.MethodCall:
         args = tuple(a for a in c[2:] if a is not None)
         return ast.MethodCall(c[0], str(c[1]), args, self._loc(meta))
 
-    def present(self, meta: Meta, c: list[Any]) -> ast.Present:
+    def present(self, meta: _Pos, c: list[Any]) -> ast.Present:
         return ast.Present(c[0], self._loc(meta))
 
-    def set_literal(self, meta: Meta, c: list[Any]) -> ast.Literal:
+    def set_literal(self, meta: _Pos, c: list[Any]) -> ast.Literal:
         values = [x.value for x in c if isinstance(x, ast.Literal)]
         kinds = {type(v) for v in values}
         if len(kinds) > 1:
@@ -368,13 +344,13 @@ class _Builder:
             )
         return ast.Literal(frozenset(values), self._loc(meta))  # type: ignore[arg-type]
 
-    def path(self, meta: Meta, c: list[Any]) -> ast.Path:
+    def path(self, meta: _Pos, c: list[Any]) -> ast.Path:
         return ast.Path(str(c[0]), str(c[1]), self._loc(meta))
 
-    def root(self, meta: Meta, c: list[Any]) -> str:
+    def root(self, meta: _Pos, c: list[Any]) -> str:
         return str(c[0])
 
-    def string(self, meta: Meta, c: list[Any]) -> ast.Literal:
+    def string(self, meta: _Pos, c: list[Any]) -> ast.Literal:
         try:
             value = json.loads(str(c[0]))
         except ValueError:
@@ -383,7 +359,7 @@ class _Builder:
             ) from None
         return ast.Literal(value, self._loc(meta))
 
-    def int_(self, meta: Meta, c: list[Any]) -> ast.Literal:
+    def int_(self, meta: _Pos, c: list[Any]) -> ast.Literal:
         text = str(c[0])
         digits = text.lstrip("+-").lstrip("0") or "0"
         if len(digits) > len(str(MAX_INT)):
@@ -392,16 +368,82 @@ class _Builder:
             return ast.Literal((MAX_INT + 1) * (-1 if text.startswith("-") else 1), self._loc(meta))
         return ast.Literal(int(digits) * (-1 if text.startswith("-") else 1), self._loc(meta))
 
-    def true(self, meta: Meta, c: list[Any]) -> ast.Literal:
+    def true(self, meta: _Pos, c: list[Any]) -> ast.Literal:
         return ast.Literal(True, self._loc(meta))
 
-    def false(self, meta: Meta, c: list[Any]) -> ast.Literal:
+    def false(self, meta: _Pos, c: list[Any]) -> ast.Literal:
         return ast.Literal(False, self._loc(meta))
 
 
-# The grammar rules _Builder makes nodes of: its public methods, apart from the entry point.
+# The grammar rules _Builder makes nodes of: its public methods.
 _RULES = tuple(
-    name
-    for name, value in vars(_Builder).items()
-    if callable(value) and not name.startswith("_") and name != "items"
+    name for name, value in vars(_Builder).items() if callable(value) and not name.startswith("_")
 )
+
+# The tokens a rule's builder sees: named terminals. Keywords and punctuation (`type`, `{`, `,`)
+# only place a node; `root` is the one rule that reads its keyword (`subject`, ...).
+_KEPT = frozenset({"NAME", "EFFECT", "OPTIONAL", "STAR", "COMP_OP", "SIGNED_INT", "ESCAPED_STRING"})
+
+# The file being parsed, for the Locs the builder makes: set by _items, per thread (the Lark
+# parser and its callbacks are shared).
+_state = threading.local()
+
+
+class _Pos:
+    """Where a node is: the line and column of its first token, and past its last one."""
+
+    __slots__ = ("column", "end_column", "end_line", "line")
+
+    def __init__(self, line: int, column: int, end_line: int, end_column: int) -> None:
+        self.line, self.column, self.end_line, self.end_column = line, column, end_line, end_column
+
+
+class _Built:
+    """A built node on the parser's stack, with its span and its outer span: wider only when
+    parentheses around it were dropped, so that a parent starts or ends at them."""
+
+    __slots__ = ("outer", "pos", "value")
+
+    def __init__(self, value: Any, pos: _Pos, outer: _Pos | None = None) -> None:
+        self.value, self.pos, self.outer = value, pos, outer or pos
+
+
+def _reducer(method: Any, *, keep_all: bool) -> Any:
+    def reduce(children: list[Any]) -> _Built:
+        first, last = children[0], children[-1]
+        start = first.outer if type(first) is _Built else first
+        stop = last.outer if type(last) is _Built else last
+        pos = _Pos(start.line, start.column, stop.end_line, stop.end_column)
+        args = [
+            c.value if type(c) is _Built else c
+            for c in children
+            if type(c) is _Built or keep_all or c.type in _KEPT
+        ]
+        return _Built(method(pos, args), pos)
+
+    return reduce
+
+
+def _unparenthesize(children: list[Any]) -> _Built:
+    """`( expr )`: the expression itself, its outer span taking in the parentheses."""
+    lpar, inner, rpar = children
+    return _Built(
+        inner.value, inner.pos, _Pos(lpar.line, lpar.column, rpar.end_line, rpar.end_column)
+    )
+
+
+class _Callbacks:
+    """What the parser calls as it reduces each rule (Lark's `transformer=`)."""
+
+    def __init__(self) -> None:
+        builder = _Builder()
+        for name in _RULES:
+            setattr(self, name, _reducer(getattr(builder, name), keep_all=name == "root"))
+        self.atom = self.userset_atom = _unparenthesize
+
+
+def _items(text: str, path: str) -> list[ast.Item]:
+    _state.path = path
+    tree = _lark().parse(text)  # `start`: the one rule with no callback, a Tree of _Built
+    built: list[Any] = tree.children
+    return [item.value for item in built]

@@ -62,6 +62,27 @@ def test_locations_are_kept_but_not_compared() -> None:
     assert a.items[0].loc.line == 1 and b.items[0].loc.line == 3  # type: ignore[union-attr]
 
 
+def test_a_node_spans_from_its_keyword_or_parenthesis_to_its_last_token() -> None:
+    text = "permit p: read on doc\n  when (subject.a == 1 or not has(resource.b))\n  and subject.c"
+    rule = parse(text, "r.pdp").items[0]
+    assert isinstance(rule, ast.RuleDecl) and isinstance(rule.condition, ast.And)
+    spans = {
+        "rule": rule.loc,
+        "and": rule.condition.loc,  # starts at the `(` its left side was written in
+        "or": rule.condition.left.loc,  # inside the parentheses, without them
+        "not": rule.condition.left.right.loc,  # type: ignore[attr-defined]
+        "has": rule.condition.left.right.operand.loc,  # type: ignore[attr-defined]
+    }
+    where = {k: (v.line, v.col, v.end_line, v.end_col) for k, v in spans.items()}
+    assert where == {
+        "rule": (1, 1, 3, 0),  # spans lines: the end column is given only on one line
+        "and": (2, 8, 3, 0),
+        "or": (2, 9, 2, 46),
+        "not": (2, 27, 2, 46),
+        "has": (2, 31, 2, 46),
+    }
+
+
 @pytest.mark.parametrize(
     ("text", "where", "words", "hint"),
     [
