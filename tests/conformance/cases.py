@@ -7,6 +7,23 @@ reload the bundle (`policy` and/or `tuples`: the bundle's new policy and tuples;
 survive a reload), then write and delete tuples (`write`, `delete`: one atomic write), then check.
 A `[[error]]` or `[[warning]]` is a policy with the diagnostics it must produce.
 
+A case or a stage may also state what the lookups answer there, after its checks:
+`[[case.lookup_resources]]` (`subject`, `subject_attrs`, `action`, `resource_type`, `context`) and
+`[[case.lookup_subjects]]` (`resource`, `resource_attrs`, `action`, `subject_type`, `context`),
+the request keys taken from `defaults` where left out, each with
+- `expect`: the ids listed, all of them (`*` in LookupSubjects: every subject of the type);
+- `complete`: whether the answer says it is whole (no `incomplete` reason);
+- `incomplete`: words each of which some reason must contain (`depth_limit`, `rule open`);
+- `excluded` (LookupSubjects, with `*` only): the known ids `*` does not cover;
+- `unlisted` (only when not `complete`): ids Check allows that the lookup does not list because
+  a rule on attributes or a role allows them without a tuple: no tuple names the resource, or none
+  leads from the resource to the subject.
+Lookups run as the server does: a resource id stands alone (no attributes) in LookupResources, a
+subject id in LookupSubjects. Every runner also puts every expectation to brute force: every id
+of the listed type the case names anywhere (tuples, checks, lookups; and an id named nowhere when
+the answer is `complete`) is asked with Check, and Check must allow exactly the ids listed (`*`
+standing for every id but `excluded`) and `unlisted`, so a wrong expectation cannot pass silently.
+
 Every file is validated against the schema below before anything runs: an unknown key, a missing
 key or a value of the wrong type is a `CorpusError` naming the file, the case and the key, never a
 silently skipped assertion. The same corpus runs through the engine in process
@@ -18,13 +35,14 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from pdp.authoring.policy_tests import to_attrs
 from pdp.bundle import Bundle, Settings, bundle_from_text
-from pdp.model import Entity, Reason, RelationTuple, Request
+from pdp.identifiers import WILDCARD
+from pdp.model import Entity, Reason, RelationTuple, Request, Value
 
 HERE = Path(__file__).parent
 
@@ -80,6 +98,34 @@ CHECK_KEYS: Mapping[str, Kind] = {
 }
 # INVARIANT: every check asserts its decision, reason and deciding rules.
 CHECK_REQUIRED = ("subject", "action", "resource", "expect", "reason", "rules")
+LISTING_KEYS: Mapping[str, Kind] = {
+    "action": STR,
+    "context": TABLE,
+    "expect": STRS,
+    "complete": BOOL,
+    "incomplete": STRS,
+    "unlisted": STRS,
+}
+LOOKUP_KEYS: Mapping[str, Mapping[str, Kind]] = {
+    "lookup_resources": {
+        **LISTING_KEYS,
+        "subject": REF,
+        "subject_attrs": TABLE,
+        "resource_type": STR,
+    },
+    "lookup_subjects": {
+        **LISTING_KEYS,
+        "resource": REF,
+        "resource_attrs": TABLE,
+        "subject_type": STR,
+        "excluded": STRS,  # asserted in every lookup_subjects: absent means none
+    },
+}
+# INVARIANT: every lookup asserts its ids and whether it says it is whole.
+LOOKUP_REQUIRED: Mapping[str, tuple[str, ...]] = {
+    "lookup_resources": ("subject", "action", "resource_type", "expect", "complete"),
+    "lookup_subjects": ("resource", "action", "subject_type", "expect", "complete"),
+}
 STAGE_KEYS: Mapping[str, Kind] = {
     "name": STR,
     "policy": STR,  # reload: the bundle's new policy
@@ -87,6 +133,8 @@ STAGE_KEYS: Mapping[str, Kind] = {
     "write": STRS,
     "delete": STRS,
     "check": TABLES,
+    "lookup_resources": TABLES,
+    "lookup_subjects": TABLES,
 }
 CASE_KEYS: Mapping[str, Kind] = {
     "name": STR,
@@ -96,6 +144,8 @@ CASE_KEYS: Mapping[str, Kind] = {
     "fail_open": STRS,
     "defaults": TABLE,  # request keys shared by every check of the case, in every stage
     "check": TABLES,
+    "lookup_resources": TABLES,
+    "lookup_subjects": TABLES,
     "stage": TABLES,
 }
 DIAGNOSTIC_KEYS: Mapping[str, Mapping[str, Kind]] = {
@@ -156,6 +206,68 @@ class Check:
         return (self.expect, self.reason, self.rules, self.not_found)
 
 
+# An id no case names: asked of Check for every lookup said to be whole, since no tuple names it.
+UNNAMED = "named-nowhere"
+
+
+@dataclass(frozen=True)
+class Listing:
+    """One lookup and its expected answer. LookupResources (`resources`) starts from `start`, the
+    subject, and lists ids of `listed_type`; LookupSubjects starts from the resource."""
+
+    case: str
+    stage: int
+    resources: bool
+    start: Entity
+    action: str
+    listed_type: str
+    context: Mapping[str, Value]
+    expect: tuple[str, ...]  # sorted, as the lookup lists them
+    complete: bool
+    incomplete: tuple[str, ...]
+    excluded: tuple[str, ...]
+    unlisted: tuple[str, ...]
+    universe: tuple[str, ...] = ()  # the ids brute force asks Check about
+
+    @property
+    def id(self) -> str:
+        at = f" [stage {self.stage}]" if self.stage else ""
+        if self.resources:
+            return f"{self.case}{at}: {self.start} {self.action} {self.listed_type}:?"
+        return f"{self.case}{at}: {self.listed_type}:? {self.action} {self.start}"
+
+    def request(self, listed_id: str) -> Request:
+        """The Check a lookup puts to `listed_id`: the listed entity stands alone, no attributes."""
+        other = Entity(self.listed_type, listed_id)
+        if self.resources:
+            return Request(self.start, self.action, other, self.context)
+        return Request(other, self.action, self.start, self.context)
+
+    def allows(self, listed_id: str) -> bool:
+        """Whether the expected answer says Check allows `listed_id`: listed, covered by a listed
+        `*` and not excluded, or allowed but unlisted."""
+        if listed_id in self.expect or listed_id in self.unlisted:
+            return True
+        return WILDCARD in self.expect and listed_id != WILDCARD and listed_id not in self.excluded
+
+    def disagreements(self, allows: Callable[[Request], bool], ids: Sequence[str]) -> list[str]:
+        """The ids among `ids` where Check (`allows`) and the expectation part: empty if none."""
+        return [
+            f"{i}: Check {'allows' if allows(self.request(i)) else 'denies'}"
+            for i in ids
+            if allows(self.request(i)) != self.allows(i)
+        ]
+
+    def missing_reasons(self, reasons: Sequence[str]) -> list[str]:
+        """The `incomplete` words no reason contains."""
+        return [w for w in self.incomplete if not any(w in r for r in reasons)]
+
+    @property
+    def expected(self) -> tuple[tuple[str, ...], bool, tuple[str, ...]]:
+        """What every runner compares with (ids in order, complete, excluded)."""
+        return (self.expect, self.complete, self.excluded)
+
+
 @dataclass(frozen=True)
 class Stage:
     policy: str  # the bundle's policy from this stage on
@@ -164,6 +276,7 @@ class Stage:
     write: tuple[str, ...]
     delete: tuple[str, ...]
     checks: tuple[Check, ...]
+    lookups: tuple[Listing, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -175,6 +288,10 @@ class Case:
     @property
     def checks(self) -> list[Check]:
         return [c for s in self.stages for c in s.checks]
+
+    @property
+    def lookups(self) -> list[Listing]:
+        return [x for s in self.stages for x in s.lookups]
 
     def bundle(self, stage: int = 0) -> Bundle:
         s = self.stages[stage]
@@ -235,6 +352,80 @@ def _check(
     )
 
 
+def _lookup(
+    case: str, stage: int, kind: str, raw: dict[str, Any], defaults: dict[str, Any], where: str
+) -> Listing:
+    keys, resources = LOOKUP_KEYS[kind], kind == "lookup_resources"
+    validate(raw, keys, (), where)
+    c = {**{k: v for k, v in defaults.items() if k in keys}, **raw}
+    validate(c, keys, LOOKUP_REQUIRED[kind], where)
+    start_key = "subject" if resources else "resource"
+    expect, excluded = sorted(c["expect"]), sorted(c.get("excluded", []))
+    if len(set(expect)) != len(expect):
+        raise CorpusError(f"{where}: `expect` names an id twice")
+    if excluded and WILDCARD not in expect:
+        raise CorpusError(f"{where}: `excluded` says what a listed `*` does not cover: list `*`")
+    if c.get("unlisted") and c["complete"]:
+        raise CorpusError(f"{where}: `unlisted` ids make the answer incomplete: `complete = false`")
+    if c.get("incomplete") and c["complete"]:
+        raise CorpusError(f"{where}: `incomplete` reasons with `complete = true`")
+    return Listing(
+        case,
+        stage,
+        resources,
+        _entity(c[start_key], c.get(f"{start_key}_attrs", {}), f"{where}.{start_key}_attrs"),
+        c["action"],
+        c["resource_type" if resources else "subject_type"],
+        to_attrs(c.get("context", {}), f"{where}.context"),
+        tuple(expect),
+        c["complete"],
+        tuple(c.get("incomplete", [])),
+        tuple(excluded),
+        tuple(sorted(c.get("unlisted", []))),
+    )
+
+
+def _named(case: Case, raw_tuples: Sequence[str], type_name: str) -> set[str]:
+    """Every id of `type_name` the case names: in tuples, checks and lookups."""
+    ids: set[str] = set()
+    for text in raw_tuples:
+        t = RelationTuple.parse(text)
+        ids |= {
+            i
+            for ty, i in ((t.object_type, t.object_id), (t.subject_type, t.subject_id))
+            if ty == type_name
+        }
+    for check in case.checks:
+        r = check.request
+        ids |= {e.id for e in (r.subject, r.resource) if e.type == type_name}
+    for x in case.lookups:
+        if x.start.type == type_name:
+            ids.add(x.start.id)
+        if x.listed_type == type_name:
+            ids |= {*x.expect, *x.excluded, *x.unlisted}
+    ids.discard(WILDCARD)
+    return ids
+
+
+def _with_universe(case: Case, raw_tuples: Sequence[str]) -> Case:
+    """The case with each lookup's brute-force universe: every id of its type the case names,
+    `*` for LookupSubjects (Check of `user:*` is what a listed `*` stands for), and an id named
+    nowhere when the answer is said to be whole (no tuple names it, so Check must deny it)."""
+
+    def universe(x: Listing) -> tuple[str, ...]:
+        ids = _named(case, raw_tuples, x.listed_type)
+        if UNNAMED in ids:
+            raise CorpusError(f"{case.name}: `{UNNAMED}` is kept for ids named nowhere")
+        extra = ([] if x.resources else [WILDCARD]) + ([UNNAMED] if x.complete else [])
+        return tuple(sorted(ids | set(extra)))
+
+    stages = tuple(
+        replace(s, lookups=tuple(replace(x, universe=universe(x)) for x in s.lookups))
+        for s in case.stages
+    )
+    return replace(case, stages=stages)
+
+
 def _case(raw: dict[str, Any], where: str) -> Case:
     validate(raw, CASE_KEYS, ("name", "policy"), where)
     name = raw["name"]
@@ -242,26 +433,35 @@ def _case(raw: dict[str, Any], where: str) -> Case:
     defaults = raw.get("defaults", {})
     validate(defaults, REQUEST_KEYS, (), f"{where}.defaults")
     policy, tuples = raw["policy"], tuple(raw.get("tuples", []))
-    raw_stages = [{"check": raw.get("check", [])}, *raw.get("stage", [])]
+    first = {k: raw[k] for k in ("check", *LOOKUP_KEYS) if k in raw}
+    raw_stages = [{"check": [], **first}, *raw.get("stage", [])]
     stages = []
+    named_tuples: list[str] = []
     for i, s in enumerate(raw_stages):
         at = f"{where} stage {i}"
         if i:
             validate(s, STAGE_KEYS, (), at)
         policy, tuples = s.get("policy", policy), tuple(s.get("tuples", tuples))
         checks = tuple(
-            _check(name, i, c, defaults, f"{at} check {n}") for n, c in enumerate(s["check"], 1)
+            _check(name, i, c, defaults, f"{at} check {n}")
+            for n, c in enumerate(s.get("check", []), 1)
+        )
+        lookups = tuple(
+            _lookup(name, i, kind, x, defaults, f"{at} {kind} {n}")
+            for kind in LOOKUP_KEYS
+            for n, x in enumerate(s.get(kind, []), 1)
         )
         reload = i == 0 or "policy" in s or "tuples" in s
         write, delete = tuple(s.get("write", [])), tuple(s.get("delete", []))
-        stages.append(Stage(policy, tuples, reload, write, delete, checks))
-    if not any(s.checks for s in stages):
+        stages.append(Stage(policy, tuples, reload, write, delete, checks, lookups))
+        named_tuples.extend((*tuples, *write, *delete))
+    if not any(s.checks or s.lookups for s in stages):
         raise CorpusError(f"{where}: a case with no check asserts nothing")
     settings = Settings(
         max_depth=raw.get("max_depth"),
         fail_open=frozenset(tuple(x.split(":", 1)) for x in raw.get("fail_open", [])),  # type: ignore[misc]
     )
-    return Case(name, settings, tuple(stages))
+    return _with_universe(Case(name, settings, tuple(stages)), named_tuples)
 
 
 def _documents(paths: Sequence[Path] | None) -> list[tuple[str, dict[str, Any]]]:

@@ -1,20 +1,24 @@
-"""The conformance corpus through the engine in process, with the cache off and on."""
+"""The conformance corpus through the engine in process, with the cache off and on; its lookups
+through pdp.engine.lookup, each expectation also put to brute-force Check."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from pdp.bundle import BundleError, bundle_from_text
 from pdp.engine import Engine
+from pdp.engine.lookup import Lookup, lookup_resources, lookup_subjects
 from pdp.explain import explain
-from pdp.model import Decision
+from pdp.model import Decision, Effect, Entity, Request
 from tests.conformance.cases import (
     CACHE_KEY_BUGS,
     Case,
     Check,
     CorpusError,
+    Listing,
     apply_stage,
     apply_stages,
     load_cases,
@@ -23,9 +27,10 @@ from tests.conformance.cases import (
 
 CASES = load_cases()
 CHECKS = [(case, check) for case in CASES for check in case.checks]
+LOOKUPS = [(case, lookup) for case in CASES for lookup in case.lookups]
 
 
-def engine_at(case: Case, check: Check, cache_ttl: float | None = None) -> Engine:
+def engine_at(case: Case, check: Check | Listing, cache_ttl: float | None = None) -> Engine:
     """A fresh engine brought through the case's stages up to the one `check` belongs to."""
     engine = Engine(cache_ttl=cache_ttl)
     apply_stages(case, check.stage, engine.load, engine.write_tuples)
@@ -79,6 +84,52 @@ def test_case_on_one_engine_in_order(case: Case) -> None:
             )
 
 
+def look(engine: Engine, lookup: Listing, after: str = "") -> Lookup:
+    view, x = engine.pin(), lookup
+    if x.resources:
+        return lookup_resources(view, x.start, x.action, x.listed_type, x.context, after=after)
+    return lookup_subjects(view, x.start, x.action, x.listed_type, x.context, after=after)
+
+
+def assert_lookup(engine: Engine, lookup: Listing) -> None:
+    """The lookup answers as expected, resumes exactly after any id, and brute force agrees."""
+    found = look(engine, lookup)
+    ids = tuple(found)
+    assert (ids, not found.incomplete, tuple(found.excluded)) == lookup.expected, (
+        lookup.id,
+        found.incomplete,
+    )
+    assert not lookup.missing_reasons(found.incomplete), (lookup.id, found.incomplete)
+    for n, after in enumerate(ids):
+        assert tuple(look(engine, lookup, after)) == ids[n + 1 :], (lookup.id, after)
+
+    def allows(request: Request) -> bool:
+        return engine.check(request, cached=False).effect is Effect.ALLOW
+
+    assert not lookup.disagreements(allows, lookup.universe), lookup.id
+    if lookup.resources:  # every resource id the tuples name is put to Check, and listed if allowed
+        known = engine.pin().tuples.object_ids(lookup.listed_type)
+        assert not known & set(lookup.unlisted), lookup.id
+
+
+@pytest.mark.parametrize(("case", "lookup"), LOOKUPS, ids=[x.id for _, x in LOOKUPS])
+def test_lookup(case: Case, lookup: Listing) -> None:
+    assert_lookup(engine_at(case, lookup, cache_ttl=60), lookup)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.lookups], ids=lambda c: c.name)
+def test_lookups_on_one_engine_in_order(case: Case) -> None:
+    """Checks and lookups interleaved on one engine, as the sidecar serves them."""
+    engine = Engine(cache_ttl=60)
+    for i, stage in enumerate(case.stages):
+        apply_stage(case, i, engine.load, engine.write_tuples)
+        for check in stage.checks:
+            at = check.min_tuple_revision(engine.tuple_revision)
+            engine.check(check.request, min_tuple_revision=at)
+        for lookup in stage.lookups:
+            assert_lookup(engine, lookup)
+
+
 DIAGNOSTICS = load_diagnostic_cases()
 
 
@@ -123,6 +174,51 @@ def test_a_well_formed_case_loads(tmp_path: Path) -> None:
     assert [c.expected for c in case.checks] == [("allow", "permitted", ("p",), False)]
 
 
+LOOKUP = f'[[case]]\nname = "x"\npolicy = {POLICY}\nlookup_resources = [\n'
+RESOURCES = 'subject = "user:u", action = "read", resource_type = "doc"'
+SUBJECTS = 'resource = "doc:1", action = "read", subject_type = "user"'
+
+
+def test_a_case_of_lookups_alone_loads_and_brute_force_knows_its_ids(tmp_path: Path) -> None:
+    [case] = load_cases(
+        corpus(
+            tmp_path,
+            f'{LOOKUP}  {{ {RESOURCES}, expect = [], complete = false, unlisted = ["1"] }},\n]\n'
+            f'lookup_subjects = [\n  {{ {SUBJECTS}, expect = ["*"], complete = true }},\n]\n',
+        )
+    )
+    resources, subjects = case.lookups
+    assert resources.universe == ("1",)  # named by the other lookup; not complete: no stranger
+    assert subjects.universe == ("*", "named-nowhere", "u")
+    assert resources.request("1") == Request(Entity("user", "u"), "read", Entity("doc", "1"))
+    assert subjects.allows("named-nowhere") and not resources.allows("2")
+
+
+def test_brute_force_catches_a_wrong_expectation(tmp_path: Path) -> None:
+    """Under `permit p: read on doc` Check allows everything: an expectation that leaves an id
+    out, claims a whole answer or excludes an allowed id from `*` disagrees with Check."""
+    [case] = load_cases(
+        corpus(
+            tmp_path,
+            f'{LOOKUP}  {{ {RESOURCES}, expect = ["1"], complete = true }},\n]\n'
+            f'lookup_subjects = [\n  {{ {SUBJECTS}, expect = ["*"], excluded = ["v"], '
+            "complete = true },\n]\n",
+        )
+    )
+    resources, subjects = case.lookups
+    engine = Engine()
+    engine.load(case.bundle())
+
+    def allows(request: Request) -> bool:
+        return engine.check(request, cached=False).effect is Effect.ALLOW
+
+    assert resources.disagreements(allows, resources.universe) == ["named-nowhere: Check allows"]
+    assert resources.disagreements(allows, ["2"]) == ["2: Check allows"]
+    assert subjects.disagreements(allows, subjects.universe) == ["v: Check allows"]
+    assert replace(subjects, excluded=()).disagreements(allows, subjects.universe) == []
+    assert replace(subjects, expect=()).disagreements(allows, ["u"]) == ["u: Check allows"]
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -163,6 +259,22 @@ def test_a_well_formed_case_loads(tmp_path: Path) -> None:
         (f'[[case]]\nname = "x"\npolicy = {POLICY}\n', "no check asserts nothing"),
         (f'[[cases]]\nname = "x"\npolicy = {POLICY}\n', "unknown key `cases`"),
         ('[[error]]\nname = "x"\npolicy = "x"\nerror = []\n', "unknown key `error`"),
+        (f"{LOOKUP}  {{ {RESOURCES}, expect = [] }},\n]\n", "missing `complete`"),
+        (f"{LOOKUP}  {{ {RESOURCES}, expect = [], complete = true, type = 1 }},\n]\n", "`type`"),
+        (
+            f"{LOOKUP}  {{ {RESOURCES}, expect = [], complete = true, excluded = ['u'] }},\n]\n",
+            "unknown key `excluded`",
+        ),
+        (
+            f'{LOOKUP.replace("resources", "subjects")}  {{ {SUBJECTS}, expect = ["u"], '
+            "complete = true, excluded = ['v'] },\n]\n",
+            "listed `\\*`",
+        ),
+        (
+            f"{LOOKUP}  {{ {RESOURCES}, expect = [], complete = true, unlisted = ['1'] }},\n]\n",
+            "`complete = false`",
+        ),
+        (f"{LOOKUP}  {{ {RESOURCES}, expect = ['1', '1'], complete = true }},\n]\n", "twice"),
     ],
 )
 def test_a_malformed_case_file_is_refused(tmp_path: Path, text: str, message: str) -> None:
