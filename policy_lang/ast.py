@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from policy_lang.diagnostics import NO_LOC, Loc
 
@@ -250,19 +251,26 @@ Expr = (
 
 def children(expr: Expr) -> tuple[Expr, ...]:
     """The expressions directly inside `expr`, left to right."""
-    if isinstance(expr, And | Or | Compare):
-        return (expr.left, expr.right)
-    if isinstance(expr, Not):
-        return (expr.operand,)
-    if isinstance(expr, Present):
-        return (expr.path,)
-    if isinstance(expr, In):
-        return (expr.element, expr.collection)
-    if isinstance(expr, MethodCall):
-        return (expr.target, *expr.args)
-    if isinstance(expr, RelationCheck) and expr.entity.id is not None:
-        return (expr.entity.id,)
-    return ()
+    inside = _CHILDREN.get(type(expr))
+    return inside(expr) if inside is not None else ()
+
+
+def _relation_check_children(expr: RelationCheck) -> tuple[Expr, ...]:
+    return (expr.entity.id,) if expr.entity.id is not None else ()
+
+
+# By exact type, one lookup (the nodes are final dataclasses): a chain of isinstance tests was a
+# fifth of compiling a 10,000-rule bundle.
+_CHILDREN: dict[type, Callable[[Any], tuple[Expr, ...]]] = {
+    And: lambda e: (e.left, e.right),
+    Or: lambda e: (e.left, e.right),
+    Compare: lambda e: (e.left, e.right),
+    Not: lambda e: (e.operand,),
+    Present: lambda e: (e.path,),
+    In: lambda e: (e.element, e.collection),
+    MethodCall: lambda e: (e.target, *e.args),
+    RelationCheck: _relation_check_children,
+}
 
 
 def walk(expr: Expr) -> Iterator[Expr]:
@@ -274,7 +282,9 @@ def walk(expr: Expr) -> Iterator[Expr]:
     while stack:
         node = stack.pop()
         yield node
-        stack.extend(reversed(children(node)))
+        inside = _CHILDREN.get(type(node))
+        if inside is not None:  # most nodes are leaves: no call, no empty extend
+            stack.extend(reversed(inside(node)))
 
 
 def operands(expr: And | Or) -> list[Expr]:

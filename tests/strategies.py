@@ -84,9 +84,9 @@ targets = st.tuples(
 
 
 @st.composite
-def rules(draw: st.DrawFn) -> str:
+def rules(draw: st.DrawFn, min_rules: int = 0, max_rules: int = 6) -> str:
     out = []
-    for i in range(draw(st.integers(0, 6))):
+    for i in range(draw(st.integers(min_rules, max_rules))):
         effect = draw(st.sampled_from(["permit", "forbid"]))
         actions, types = draw(targets)
         if types == "folder" and actions == "c":

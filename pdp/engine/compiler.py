@@ -162,10 +162,13 @@ def _index_rules(
     """Rules by (type, action), in one pass over the rules, not one pass per entry."""
     by_target: dict[tuple[str, str], list[_RuleInfo]] = {}
     for decl in policy.rules:
+        paths, uses_tuples = (
+            _condition_facts(policy, decl.condition) if decl.condition else (frozenset(), False)
+        )
         info = _RuleInfo(
             CompiledRule(decl.name, decl.effect, rule_fns.get(decl.name), decl.not_found),
-            _condition_paths(policy, decl.condition) if decl.condition else frozenset(),
-            decl.condition is not None and reads_relations(decl.condition),
+            paths,
+            uses_tuples,
         )
         for type_name in decl.types or policy.types:
             type_info = policy.types.get(type_name)
@@ -176,19 +179,28 @@ def _index_rules(
     return by_target
 
 
-def _condition_paths(policy: CheckedPolicy, condition: ast.Expr) -> frozenset[tuple[str, str]]:
+def _condition_facts(
+    policy: CheckedPolicy, condition: ast.Expr
+) -> tuple[frozenset[tuple[str, str]], bool]:
     """Every attribute a condition reads, for the cache key: its paths, and for each
     `subject has role R` the scope attributes of every role that holds R (a scoped role is held
-    only where the subject's and the resource's scope attributes agree).
+    only where the subject's and the resource's scope attributes agree); and whether it reads
+    tuples (a relation check, or a role a binding may grant from one). One walk for both.
 
     INVARIANT: missing one of these lets an ALLOW cached for one tenant answer another."""
-    paths = {(p.root, p.name) for p in read_paths(condition)}
+    paths = set()
+    uses_tuples = False
     for node in ast.walk(condition):
-        if isinstance(node, ast.HasRole):
+        if isinstance(node, ast.Path):
+            paths.add((node.root, node.name))
+        elif isinstance(node, ast.RelationCheck):
+            uses_tuples = True
+        elif isinstance(node, ast.HasRole):
+            uses_tuples = True
             for role in policy.role_includes.get(node.role, (node.role,)):
                 for scope in policy.role_scopes.get(role, ()):
                     paths.update((("subject", scope), ("resource", scope)))
-    return frozenset(paths)
+    return frozenset(paths), uses_tuples
 
 
 def _forbids(infos: list[_RuleInfo]) -> list[CompiledRule]:
