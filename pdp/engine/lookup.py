@@ -146,6 +146,14 @@ def lookup_subjects(
 
     def allowed() -> Iterator[str]:
         everyone = WILDCARD in candidates and decide(WILDCARD).effect is _ALLOW
+        if WILDCARD in candidates and not everyone and _reads_subject(policy, resource, action):
+            # `user:*` holds the relation but `*` itself is not allowed: a condition on who
+            # the subject is (`resource.owner == subject.id`) may still allow some of the
+            # subjects it covers, and those no tuple names cannot be listed.
+            out.note(
+                f"`{subject_type}:*` holds a relation here, and a condition on the subject "
+                f"decides which {subject_type}s it allows: those no tuple names are not listed"
+            )
         for sid in sorted(c for c in candidates if c > after):
             if sid == WILDCARD:
                 if everyone:
@@ -184,6 +192,23 @@ def _grants_without_tuples(policy: CheckedPolicy, type_name: str, action: str) -
         if rule.condition is None or not _needs_resource_relation(rule.condition):
             found.append(f"rule {rule.name}")
     return found
+
+
+def _reads_subject(policy: CheckedPolicy, resource: Entity, action: str) -> bool:
+    """Whether a permit on (type, action) reads the subject's id or attributes, or its roles."""
+    for rule in policy.rules:
+        if rule.effect != "permit" or rule.condition is None:
+            continue
+        if rule.types is not None and resource.type not in rule.types:
+            continue
+        if rule.actions is not None and action not in rule.actions:
+            continue
+        for node in ast.walk(rule.condition):
+            if isinstance(node, ast.HasRole) or (
+                isinstance(node, ast.Path) and node.root == "subject"
+            ):
+                return True
+    return False
 
 
 def _needs_resource_relation(expr: ast.Expr) -> bool:

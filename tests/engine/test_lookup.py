@@ -275,3 +275,18 @@ def test_a_blocked_folder_stops_the_walk_up_through_it() -> None:
     u2 = Entity("user", "u2")
     assert allowed_ids(view, u2, "read", "folder") == {"f5", "f6", "f7"}
     assert list(lookup_resources(view, u2, "read", "folder")) == ["f5", "f6", "f7"]
+
+
+def test_a_wildcard_narrowed_by_a_condition_on_the_subject_is_never_called_complete() -> None:
+    # `user:*` views d0, but only its owner may read: u1, whom no tuple names, is allowed and
+    # cannot be listed, so the answer must say it is not whole.
+    policy = SCHEMA + (
+        "permit p: a on doc when subject has viewer on resource and resource.owner == subject.id\n"
+    )
+    engine = Engine(cache_ttl=0)
+    engine.load(bundle_from_text(policy, ("doc:d0#viewer@user:*",)))
+    d0 = Entity("doc", "d0", {"owner": "u1"})
+    assert _allows(engine, Request(Entity("user", "u1"), "a", d0))
+    found = lookup_subjects(engine.pin(), d0, "a", "user")
+    assert list(found) == []
+    assert any("user:*" in why for why in found.incomplete)
