@@ -308,6 +308,7 @@ class Suite:
         RESULTS.mkdir(exist_ok=True)  # a fresh checkout has none; suites write their JSON here
         for name, argv in external_suites.commands(self.quick).items():
             self.extra[name] = external_suites.run_suite(name, argv, self.quick, self.failures)
+        self.extra["lookup"] = external_suites.run_suite("lookup", [], self.quick, self.failures)
 
 
 _BASE_NOTES = {

@@ -209,3 +209,44 @@ def test_rebac_random_requests_match() -> None:
         want = sc.oracle(req)
         assert engine.check(req).allowed is want
         assert walk(req) is want
+
+
+def test_lookup_suite_runs_and_its_answers_agree_with_the_oracle() -> None:
+    """benchmarks.lookup on a small scenario: every lookup, brute-force pass, LookupSubjects and
+    write is checked against the oracles inside the suite, which records any disagreement."""
+    from benchmarks import lookup
+
+    suite = lookup.LookupSuite(quick=True, peers=False)
+    suite.sizes, suite.reps, suite.budget, suite.n_writes = [5_000], 1, 0.0, 10
+    out = suite.run()
+    assert suite.failures == []
+    size = out["sizes"]["5k"]
+    assert size["lookup"]["ids"] == size["data"]["visible"] > 0
+    assert (
+        size["lookup_blocked"]["ids"] == size["data"]["visible_blocked"] < size["data"]["visible"]
+    )
+    assert size["brute_force"]["checks"] == size["data"]["documents"]
+    assert all(w["wrong"] == 0 and w["checked"] == 20 for w in size["writes"].values())
+    meta = {"mode": "test", "date": "-", "commit": "-", "python": "-", "cpus": 1}
+    text = lookup.markdown(
+        {"meta": {**meta, "timer_overhead_ns": 0, "seconds": 0}, "results": out, "failures": []}
+    )
+    assert "LookupResources, whole stream" in text
+
+
+def test_blocked_oracle_by_hand() -> None:
+    oracle = scenarios.RebacBlockedOracle(
+        [
+            T("group:g#member@user:a"),
+            T("folder:f#viewer@group:g#member"),
+            T("document:d1#parent@folder:f"),
+            T("document:d2#parent@folder:f"),
+            T("document:d2#blocked@group:g#member"),
+            T("folder:f2#blocked@user:a"),
+            T("folder:f2#viewer@user:a"),
+        ]
+    )
+    assert oracle(_req("a", "document:d1"))
+    assert not oracle(_req("a", "document:d2"))
+    assert not oracle(_req("a", "folder:f2"))
+    assert oracle(_req("a", "folder:f"))
