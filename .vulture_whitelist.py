@@ -12,8 +12,9 @@ import psycopg
 import uvicorn
 from hypothesis.stateful import RuleBasedStateMachine
 
+from benchmarks.lookup import LookupSuite
 from pdp.client import Client
-from policy_lang.parser import _Builder
+from policy_lang.parser import _Builder, _Callbacks
 
 # grpc calls every server interceptor's intercept_service (sidecar/grpc: AdminAuth, DecodeGuard).
 grpc.ServerInterceptor.intercept_service
@@ -39,3 +40,9 @@ Client.batch_check
 
 # psycopg reads a server-side cursor's batch size (pdp/sidecar/store/postgres.py snapshot).
 psycopg.ServerCursor.itersize
+
+# Lark calls the parser's callbacks by rule name (policy_lang.parser._Callbacks).
+_Callbacks.atom, _Callbacks.userset_atom
+
+# The lookup suite's knobs, set by its smoke test to keep it small (benchmarks/lookup.py).
+LookupSuite.reps, LookupSuite.budget, LookupSuite.n_writes
