@@ -19,7 +19,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 
-EXTERNAL = ("grpc_load", "bench_tokens", "token_load", "audit_fanout")
+EXTERNAL = ("grpc_load", "bench_tokens", "token_load", "audit_fanout", "lookup")
 
 
 def commands(quick: bool) -> dict[str, list[str]]:
