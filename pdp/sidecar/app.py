@@ -17,7 +17,6 @@ from typing import Any
 import grpc
 import uvicorn
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute, Mount
 
@@ -33,6 +32,8 @@ from pdp.sidecar.config import Config
 from pdp.sidecar.follower import Follower
 from pdp.sidecar.grpc.auth import AdminAuth, subjects_from
 from pdp.sidecar.grpc.decode_guard import DecodeGuard
+from pdp.sidecar.grpc.json_gateway import json_routes
+from pdp.sidecar.grpc.reflection import enable_reflection
 from pdp.sidecar.grpc.servicers import (
     SUBJECT_MODES,
     TOKEN_ONLY,
@@ -212,9 +213,7 @@ class App:
         pdp_pb2_grpc.add_AuthorizerServicer_to_server(self.authorizer, self.server)
         pdp_pb2_grpc.add_AdminServicer_to_server(self.admin, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection(
-            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
-        )
+        enable_reflection((*SERVICE_NAMES, health.SERVICE_NAME), self.server)
         tcp = not cfg.listen.startswith("unix:")
         if tcp and not cfg.listen.endswith(":0"):
             # a plain bind first: it names the reason (busy, not a local address), and grpcio
@@ -226,7 +225,11 @@ class App:
             raise CannotListen(cfg.listen, "the gRPC server could not bind it") from exc
         if self.grpc_port == 0 and tcp:
             raise CannotListen(cfg.listen, "the gRPC server could not bind it")
-        self.http_routes: list[BaseRoute] = [*http_routes(self.service), *extra_routes]
+        self.http_routes: list[BaseRoute] = [
+            *http_routes(self.service),
+            *json_routes(self.authorizer, cfg.limits.max_message_bytes),
+            *extra_routes,
+        ]
         if self.tokens is not None:
             # /oauth/*, /.well-known/*; its lifespan does not run when mounted: see _maintain
             self.http_routes.append(Mount("", app=self.tokens.app()))
