@@ -7,6 +7,9 @@ instead: pytest collects `test_*` names, hypothesis runs `@rule` and `@invariant
 # Each entry is a bare attribute access, the use vulture counts.
 # ruff: noqa: B018
 
+import http.server
+import logging
+
 import grpc
 import psycopg
 import uvicorn
@@ -46,3 +49,9 @@ _Callbacks.atom, _Callbacks.userset_atom
 
 # The lookup suite's knobs, set by its smoke test to keep it small (benchmarks/lookup.py).
 LookupSuite.reps, LookupSuite.budget, LookupSuite.n_writes
+
+# logging's formatters print a record's exc_text (pdp/sidecar/logs.py sets it, scrubbed).
+logging.LogRecord.exc_text
+
+# http.server calls a handler's do_POST and log_message (the OTLP collector in the tests).
+http.server.BaseHTTPRequestHandler.do_POST, http.server.BaseHTTPRequestHandler.log_message

@@ -41,6 +41,7 @@ from pdp.sidecar.grpc.servicers import (
     AuthorizerServicer,
     SubjectFromToken,
 )
+from pdp.sidecar.grpc.tracing import Tracer, TracingInterceptor, tracer_from_env
 from pdp.sidecar.http import http_routes
 from pdp.sidecar.metrics import Metrics
 from pdp.sidecar.reloader import Reloader
@@ -110,6 +111,27 @@ class CannotListen(Unavailable):
     def __init__(self, address: str, reason: str) -> None:
         super().__init__(f"cannot listen on {address}: {reason}")
         self.address = address
+
+
+def _interceptors(
+    cfg: Config, tokens: TokenRuntime | None, tracer: Tracer | None
+) -> list[grpc.ServerInterceptor]:
+    # the decode guard first: it wraps what the others return, so garbage is refused
+    # before anything else runs (AdminAuth still sees every call's metadata)
+    interceptors: list[grpc.ServerInterceptor] = [DecodeGuard()]
+    if tracer is not None:  # before AdminAuth: a refused admin call has its span too
+        interceptors.append(TracingInterceptor(tracer))
+    if cfg.insecure_admin:
+        log.warning(
+            "INSECURE: --insecure-admin is set: anyone who can reach %s may write tuples, "
+            "read them and stream the audit log without a credential",
+            cfg.listen,
+        )
+    else:
+        interceptors.append(AdminAuth(tokens.verifier if tokens else None))
+        if tokens is None:
+            log.warning("no token keys configured: admin RPCs are refused")
+    return interceptors
 
 
 def _bind(hostport: str) -> socket.socket:
@@ -183,19 +205,9 @@ class App:
             self.service, cfg.limits, subject_from_token, token_only=cfg.subjects == TOKEN_ONLY
         )
         self.admin = AdminServicer(self.service, cfg.limits)
-        # the decode guard first: it wraps what the others return, so garbage is refused
-        # before anything else runs (AdminAuth still sees every call's metadata)
-        interceptors: list[grpc.ServerInterceptor] = [DecodeGuard()]
-        if cfg.insecure_admin:
-            log.warning(
-                "INSECURE: --insecure-admin is set: anyone who can reach %s may write tuples, "
-                "read them and stream the audit log without a credential",
-                cfg.listen,
-            )
-        else:
-            interceptors.append(AdminAuth(self.tokens.verifier if self.tokens else None))
-            if self.tokens is None:
-                log.warning("no token keys configured: admin RPCs are refused")
+        # Tracing is on only when OTEL_* asks for it; off, there is no interceptor and no cost.
+        self.tracer = tracer_from_env()
+        interceptors = _interceptors(cfg, self.tokens, self.tracer)
         # Threaded server, measured faster than grpc.aio here (see benchmarks/grpc_load.py).
         # Each audit stream holds a worker, so the pool has room for every allowed subscriber.
         self.server = grpc.server(
@@ -227,7 +239,7 @@ class App:
             raise CannotListen(cfg.listen, "the gRPC server could not bind it")
         self.http_routes: list[BaseRoute] = [
             *http_routes(self.service),
-            *json_routes(self.authorizer, cfg.limits.max_message_bytes),
+            *json_routes(self.authorizer, cfg.limits.max_message_bytes, self.tracer),
             *extra_routes,
         ]
         if self.tokens is not None:
@@ -316,6 +328,8 @@ class App:
             self.follower.stop()
         if self.store is not None:
             self.store.close()
+        if self.tracer is not None:
+            self.tracer.shutdown()  # exports the spans still queued
 
     def run_until_signal(self, on_ready: Callable[[App], Any] = lambda _: None) -> None:
         """Start, serve until SIGTERM or SIGINT, then stop gracefully."""

@@ -5,13 +5,12 @@ variables, then flags; a later source wins (every setting and its default: pdp.s
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 from typing import Any
 
 from pdp.errors import Refused, Unavailable
-from pdp.sidecar import config
+from pdp.sidecar import config, logs
 from pdp.tokens import settings as token_settings
 
 # The sidecar's own options, then the token package's (defined once, in pdp.tokens.settings).
@@ -63,9 +62,11 @@ def settings(args: argparse.Namespace, environ: dict[str, str] | None = None) ->
 
 def run(args: argparse.Namespace) -> int:
     s = settings(args)
-    logging.basicConfig(
-        level=s["log_level"].upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    try:
+        logs.configure(s["log_level"], s["log_format"])
+    except ValueError as exc:  # an unknown level or format
+        print(f"pdp serve: {exc}", file=sys.stderr)
+        return 2
     if s["bundle"] is None:
         print("pdp serve: --bundle (or PDP_BUNDLE) is required", file=sys.stderr)
         return 2

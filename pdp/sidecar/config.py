@@ -227,6 +227,13 @@ OPTIONS: list[Option] = [
         "callers that are not trusted",
     ),
     ("log_level", str, "INFO", "DEBUG, INFO, WARNING or ERROR"),
+    (
+        "log_format",
+        str,
+        "text",
+        "`text` (a line for a person) or `json` (one object per line: time, level, logger, "
+        "message and the record's fields, for a log collector)",
+    ),
 ]
 # On/off switches, all off by default: `--no-watch` on the command line, `PDP_NO_WATCH=1`,
 # `no_watch = true`.

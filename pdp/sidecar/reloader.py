@@ -77,7 +77,12 @@ class Reloader(Generic[B]):
                 bundle = self._load(self.path)
                 self._apply(bundle)
             except Exception as exc:  # load or apply: either refuses the bundle, never crashes
-                log.error("bundle at %s refused: %s", self.path, _one_line(exc))
+                log.error(
+                    "bundle at %s refused: %s",
+                    self.path,
+                    _one_line(exc),
+                    extra={"bundle_path": str(self.path)},
+                )
                 log.debug("bundle at %s refused", self.path, exc_info=True)
                 self._report(exc)
                 return False

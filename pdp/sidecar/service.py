@@ -263,7 +263,13 @@ class Service:
         self._rejected = None
         self.metrics.bundle_loaded()
         self._set_serving(True)
-        log.info("bundle %s revision %s loaded from %s", bundle.name, bundle.revision, bundle.path)
+        log.info(
+            "bundle %s revision %s loaded from %s",
+            bundle.name,
+            bundle.revision,
+            bundle.path,
+            extra={"bundle": bundle.name, "bundle_revision": bundle.revision},
+        )
         outside = self.engine.tuples.slice.walks_outside(bundle.policy)
         if outside:
             log.warning(

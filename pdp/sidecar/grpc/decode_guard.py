@@ -38,7 +38,7 @@ class RateLimitedLog:
         self._next = 0.0
         self._suppressed = 0
 
-    def warning(self, message: str, *args: object) -> bool:
+    def warning(self, message: str, *args: object, extra: dict[str, object] | None = None) -> bool:
         """Log the line, or count it; True if it was logged."""
         now = time.monotonic()
         with self._lock:
@@ -50,7 +50,7 @@ class RateLimitedLog:
         if suppressed:
             message += " (%d more like it not logged)"
             args = (*args, suppressed)
-        self._log.warning(message, *args)
+        self._log.warning(message, *args, extra=extra)
         return True
 
 
@@ -88,7 +88,13 @@ class DecodeGuard(grpc.ServerInterceptor):  # type: ignore[misc]  # grpc ships n
         return guarded
 
     def _refuse(self, method: str, type_name: str, context: grpc.ServicerContext) -> None:
-        self._log.warning("%s: undecodable request from %s refused", method, context.peer())
+        peer = context.peer()
+        self._log.warning(
+            "%s: undecodable request from %s refused",
+            method,
+            peer,
+            extra={"rpc_method": method, "peer": peer},
+        )
         context.abort(
             grpc.StatusCode.INVALID_ARGUMENT, f"request: cannot be decoded as {type_name}"
         )

@@ -32,6 +32,7 @@ from starlette.routing import BaseRoute, Route
 from pdp._proto.pdp.v1 import pdp_pb2
 from pdp.sidecar.grpc.openapi import openapi_document
 from pdp.sidecar.grpc.servicers import AuthorizerServicer
+from pdp.sidecar.grpc.tracing import Tracer
 
 # gRPC status -> HTTP status, as Google's API design guide maps them.
 HTTP_STATUS = {
@@ -153,8 +154,11 @@ class HttpCallContext:
         return False
 
 
-def json_routes(servicer: AuthorizerServicer, max_body_bytes: int) -> list[BaseRoute]:
-    """The HTTP/JSON routes over `servicer` (the gRPC server's own), and GET /openapi.json."""
+def json_routes(
+    servicer: AuthorizerServicer, max_body_bytes: int, tracer: Tracer | None = None
+) -> list[BaseRoute]:
+    """The HTTP/JSON routes over `servicer` (the gRPC server's own), and GET /openapi.json; each
+    call in its span when `tracer` is on, as over gRPC."""
     document = json.dumps(openapi_document(ROUTES)).encode()
 
     async def openapi(_: HttpRequest) -> Response:
@@ -163,15 +167,17 @@ def json_routes(servicer: AuthorizerServicer, max_body_bytes: int) -> list[BaseR
     routes: list[BaseRoute] = [Route("/openapi.json", openapi, methods=["GET"])]
     for route in ROUTES:
         routes.append(
-            Route(route.path, _endpoint(servicer, route, max_body_bytes), methods=["POST"])
+            Route(route.path, _endpoint(servicer, route, max_body_bytes, tracer), methods=["POST"])
         )
     return routes
 
 
 def _endpoint(
-    servicer: AuthorizerServicer, route: JsonRoute, max_body_bytes: int
+    servicer: AuthorizerServicer, route: JsonRoute, max_body_bytes: int, tracer: Tracer | None
 ) -> Callable[[HttpRequest], Any]:
     method = getattr(servicer, route.method)
+    if tracer is not None:
+        method = _traced(method, f"pdp.v1.Authorizer/{route.method}", route.streamed, tracer)
 
     async def endpoint(http: HttpRequest) -> Response:
         body = await _body(http, max_body_bytes)
@@ -207,6 +213,19 @@ def _call(
         # the servicer may abort before its first message or between two: CallAborted either way
         return {"results": [_as_json(m) for m in method(message, context)]}
     return _as_json(method(message, context))
+
+
+def _traced(
+    method: Callable[[Message, HttpCallContext], Any], name: str, streamed: bool, tracer: Tracer
+) -> Callable[[Message, HttpCallContext], Any]:
+    def traced(message: Message, context: HttpCallContext) -> Any:
+        def run() -> Any:
+            return method(message, context)
+
+        metadata = context.invocation_metadata()
+        return tracer.stream(name, metadata, run) if streamed else tracer.call(name, metadata, run)
+
+    return traced
 
 
 def _as_json(message: Message) -> dict[str, Any]:
