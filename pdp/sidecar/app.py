@@ -32,6 +32,7 @@ from pdp.sidecar.config import Config
 from pdp.sidecar.follower import Follower
 from pdp.sidecar.grpc.auth import AdminAuth, subjects_from
 from pdp.sidecar.grpc.decode_guard import DecodeGuard
+from pdp.sidecar.grpc.envoy import add_envoy_authorizer
 from pdp.sidecar.grpc.json_gateway import json_routes
 from pdp.sidecar.grpc.reflection import enable_reflection
 from pdp.sidecar.grpc.servicers import (
@@ -224,6 +225,7 @@ class App:
         )
         pdp_pb2_grpc.add_AuthorizerServicer_to_server(self.authorizer, self.server)
         pdp_pb2_grpc.add_AdminServicer_to_server(self.admin, self.server)
+        add_envoy_authorizer(self.server, self.service, cfg.envoy_routes, subject_from_token)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         enable_reflection((*SERVICE_NAMES, health.SERVICE_NAME), self.server)
         tcp = not cfg.listen.startswith("unix:")

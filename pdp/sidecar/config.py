@@ -100,6 +100,9 @@ class Config:
     bundle_url: str = ""
     # How often the bundle URL is asked for a newer archive (If-None-Match: an unchanged one is 304).
     bundle_poll_seconds: float = 10.0
+    # The Envoy ext_authz route mapping (docs/envoy.md); None: Envoy's Authorization service is
+    # not served, and an Envoy pointed here is answered UNIMPLEMENTED, which it denies.
+    envoy_routes: Path | None = None
 
 
 def _default(cls: type, name: str) -> Any:
@@ -218,6 +221,14 @@ OPTIONS: list[Option] = [
         "comma-separated attribute names to mask in audit events (`ssn` or `subject.email`)",
     ),
     ("max_batch", int, _default(Limits, "max_batch"), "most items in one BatchCheck"),
+    (
+        "envoy_routes",
+        Path,
+        None,
+        "TOML file mapping the HTTP requests Envoy's ext_authz filter sends to checks "
+        "(docs/envoy.md); serves envoy.service.auth.v3.Authorization on the gRPC port; unset = "
+        "not served",
+    ),
     (
         "subjects",
         str,
@@ -340,4 +351,5 @@ def config_from(s: Mapping[str, Any], tokens: TokenConfig | None = None) -> Conf
         bundle_verify_key=Path(s["bundle_verify_key"]) if s["bundle_verify_key"] else None,
         bundle_url=url,
         bundle_poll_seconds=s["bundle_poll_seconds"],
+        envoy_routes=Path(s["envoy_routes"]) if s["envoy_routes"] else None,
     )
