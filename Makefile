@@ -12,10 +12,17 @@ PROTO_STAMP := pdp/_proto/.built
 
 .PHONY: run dev-client test lint typecheck deadcode check bench bench-quick bench-instructions bench-peers proto clean
 
+# xds-protos (Envoy's API) ships stale copies of opentelemetry-proto's and googleapis' files and
+# may overwrite theirs (grpc/grpc#42926; OTLP export then fails to import): after the install, the
+# real ones go back, at the versions just resolved. tests/adversarial/test_envoy.py checks it held.
+SHADOWED_PROTOS := opentelemetry-proto googleapis-common-protos
+
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --force-reinstall --no-deps $$($(PY) -c 'import sys, importlib.metadata as m; \
+		print(*(p + "==" + m.version(p) for p in sys.argv[1:]))' $(SHADOWED_PROTOS))
 	touch $(STAMP)
 
 # Generated protobuf/gRPC code is built here, never written by hand or committed.
