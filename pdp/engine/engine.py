@@ -8,6 +8,8 @@ same checks, read-only, all on the snapshot current when it was pinned.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -55,11 +57,14 @@ class _Loaded:
     not_permitted: Outcome = field(init=False)
     # Whether a resource is in the tuples this sidecar holds; None when it holds them all.
     holds: Callable[[str, str], bool] | None = field(init=False)
+    # Every type the policy declares: a subject of another type is named in a deny's errors.
+    types: frozenset[str] = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stale", Outcome(_DENY, _STALE_TUPLES, (), self.revision))
         held = self.store.slice
         object.__setattr__(self, "holds", None if held.whole else held.holds)
+        object.__setattr__(self, "types", frozenset(self.snapshot.policy.types))
         object.__setattr__(self, "not_permitted", Outcome(_DENY, _NOT_PERMITTED, (), self.revision))
 
 
@@ -96,7 +101,7 @@ class _Checks:
             actions = loaded.snapshot.by_type.get(resource.type)
             entry = actions.get(request.action) if actions is not None else None
             if entry is None:
-                return loaded.not_permitted.at(rev)
+                return _no_rule_for(loaded, request, rev)
             subject, context = request.subject, request.context
             # The key validates every attribute the decision reads, so it runs cache or no cache.
             key = entry.key(subject, resource, context, rev)
@@ -106,11 +111,16 @@ class _Checks:
                 if hit is not None:
                     return hit
                 decision = entry.decide(subject, resource, context, rev)
+                if decision.effect is _DENY and subject.type not in loaded.types:
+                    return _unknown_subject_type(loaded, decision, subject.type)
                 # Never cache what came from an error: the next request must re-evaluate.
                 if not decision.errors and decision.reason is not _FAIL_OPEN:
                     cache.put(key, decision)
                 return decision
-            return entry.decide(subject, resource, context, rev)
+            decision = entry.decide(subject, resource, context, rev)
+            if decision.effect is _DENY and subject.type not in loaded.types:
+                return _unknown_subject_type(loaded, decision, subject.type)
+            return decision
         except AttributeTypeError as exc:
             return Decision(_DENY, _EVALUATION_ERROR, (), loaded.revision, rev, errors=(str(exc),))
         except Exception as exc:  # INVARIANT: the outermost guard turns any failure into a deny
@@ -130,6 +140,36 @@ class _Checks:
         meanwhile, so that a batch never mixes bundle revisions."""
         pinned = self.pin()
         return [pinned.check(r, min_tuple_revision=min_tuple_revision) for r in requests]
+
+
+def _no_rule_for(loaded: _Loaded, request: Request, rev: int) -> Decision:
+    """No rule decides this (type, action): a plain deny, unless a name in the request is one the
+    policy does not know, which the errors then say, with the nearest known name."""
+    policy = loaded.snapshot.policy
+    resource_type, action = request.resource.type, request.action
+    errors = []
+    info = policy.types.get(resource_type)
+    if info is None:
+        errors.append(_unknown("type", resource_type, policy.types))
+    elif action not in info.actions:
+        errors.append(_unknown("action", action, info.actions, f" for type {resource_type}"))
+    if request.subject.type not in loaded.types:
+        errors.append(_unknown("subject type", request.subject.type, loaded.types))
+    if not errors:
+        return loaded.not_permitted.at(rev)
+    return Decision(_DENY, _NOT_PERMITTED, (), loaded.revision, rev, errors=tuple(errors))
+
+
+def _unknown_subject_type(loaded: _Loaded, decision: Decision, subject_type: str) -> Decision:
+    message = _unknown("subject type", subject_type, loaded.types)
+    return dataclasses.replace(decision, errors=(*decision.errors, message))
+
+
+def _unknown(what: str, name: str, known: Iterable[str], where: str = "") -> str:
+    """`unknown action "reed" for type document; did you mean "read"?`"""
+    message = f'unknown {what} "{name}"{where}'
+    near = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+    return f'{message}; did you mean "{near[0]}"?' if near else message
 
 
 def _outside_slice(loaded: _Loaded, object_type: str, object_id: str, rev: int) -> Decision:

@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
+from pdp.engine.compiler import Snapshot
 from pdp.engine.engine import SnapshotView
 from pdp.engine.reach import allowed_ids, candidate_ids
 from pdp.engine.tuples import TupleStore
@@ -66,10 +67,9 @@ def lookup_resources(
     after: str = "",
 ) -> Lookup:
     """The ids of `resource_type` that `subject` may `action`, greater than `after`, in order."""
-    snapshot = view.snapshot
     out = Lookup(view.tuple_revision)
+    snapshot = _deciding(out, view.snapshot, resource_type, action)
     if snapshot is None:
-        out.note("no bundle is loaded")
         return out
     store = view.tuples
     untupled = _grants_without_tuples(snapshot.policy, resource_type, action)
@@ -122,10 +122,9 @@ def lookup_subjects(
 ) -> Lookup:
     """The ids of `subject_type` that may `action` on `resource`, greater than `after`, in order;
     `*` when every subject of the type may (then `excluded` lists the known ids that may not)."""
-    snapshot = view.snapshot
     out = Lookup(view.tuple_revision)
+    snapshot = _deciding(out, view.snapshot, resource.type, action)
     if snapshot is None:
-        out.note("no bundle is loaded")
         return out
     store = view.tuples
     policy = snapshot.policy
@@ -169,6 +168,19 @@ def lookup_subjects(
 
     out._ids = allowed()
     return out
+
+
+def _deciding(
+    out: Lookup, snapshot: Snapshot | None, resource_type: str, action: str
+) -> Snapshot | None:
+    """The snapshot, if a rule of it decides `action` on `resource_type`. Without a bundle the
+    answer is noted incomplete. Without a rule, every Check denies (naming an unknown type or
+    action), which is no failure of the lookup: its empty answer is complete."""
+    if snapshot is None:
+        out.note("no bundle is loaded")
+        return None
+    actions = snapshot.by_type.get(resource_type)
+    return snapshot if actions is not None and action in actions else None
 
 
 def _note_errors(out: Lookup, decision: Decision, what: str) -> None:
