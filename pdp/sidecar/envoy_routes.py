@@ -29,8 +29,8 @@ DEFAULT_DECISION_HEADER = "x-pdp-decision-id"
 _METHOD = re.compile(r"[A-Z]{1,32}").fullmatch
 _HEADER_NAME = re.compile(r"[a-z0-9][a-z0-9!#$%&'*+.^_`|~-]{0,127}").fullmatch
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]{0,63})\}")
-# RFC 3986 pchar minus `%` (handled by decoding): what a raw path segment may hold.
-_RAW_SEGMENT = re.compile(r"[A-Za-z0-9._~!$&'()*+,;=:@%-]*").fullmatch
+# RFC 3986 pchar (`%` is checked when decoding), and `|`: an id character clients send unencoded.
+_RAW_SEGMENT = re.compile(r"[A-Za-z0-9._~!$&'()*+,;=:@%|-]*").fullmatch
 # A literal pattern segment: the unreserved characters and the sub-delimiters, never `.`/`..`.
 _LITERAL = re.compile(r"[A-Za-z0-9._~!$&'()*+,;=:@-]+").fullmatch
 _PERCENT = re.compile(r"%([0-9A-Fa-f]{2})")
@@ -144,7 +144,7 @@ def split_path(raw: str) -> tuple[str, ...]:
     """The decoded segments of a request path (query and fragment dropped). `/` is (),
     `/a/b/` is ("a", "b", ""). Raises MalformedPath for what no route may match:
 
-    - not starting with `/`, over MAX_PATH, a character outside RFC 3986's pchar, a `%` not
+    - not starting with `/`, over MAX_PATH, a character outside RFC 3986's pchar (`|` aside), a `%` not
       followed by two hex digits, or bytes that are not UTF-8 once decoded;
     - an empty segment other than a trailing one (`//`);
     - a segment that is, or decodes to, `.` or `..`;
