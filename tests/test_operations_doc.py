@@ -45,7 +45,6 @@ def test_every_setting_is_documented() -> None:
 
 def test_the_systemd_unit_runs_a_valid_serve() -> None:
     unit = configparser.ConfigParser(interpolation=None, strict=False)
-    unit.optionxform = str  # type: ignore[assignment,method-assign]  # keys are case-sensitive
     unit.read_string(block("ini"))
     argv = shlex.split(unit["Service"]["ExecStart"])
     assert argv[0].endswith("/pdp")

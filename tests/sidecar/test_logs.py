@@ -15,7 +15,9 @@ from hypothesis import strategies as st
 from pdp.sidecar import logs
 
 TEXT = st.text(st.characters(blacklist_categories=["Cs"]), max_size=40)
-CLAIMS = st.dictionaries(st.sampled_from(["sub", "tenant", "scope", "jti", "x"]), TEXT, min_size=1, max_size=4)
+CLAIMS = st.dictionaries(
+    st.sampled_from(["sub", "tenant", "scope", "jti", "x"]), TEXT, min_size=1, max_size=4
+)
 
 
 @pytest.fixture
