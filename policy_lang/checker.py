@@ -198,10 +198,43 @@ def _covers_target(
     return (actions is None or action in actions) and (types is None or type_name in types)
 
 
+# What checking one condition found, by the condition node itself: a reload reparses only the
+# files that changed (the bundle loader caches the others), so most of its conditions are the very
+# same nodes as last time. Each node is held, so its id is not reused while it is a key.
+_MAX_REMEMBERED = 50_000
+# condition -> (it, the limit it exceeds, its out-of-range integers): the condition alone decides
+_limits: dict[int, tuple[ast.Expr, limits.Excess | None, list[ast.Literal]]] = {}
+
+
+class _RuleChecks:
+    """The checks of rules under one schema: the types, context and roles declared, by the
+    declarations themselves (held, in order), which are all that a rule's check reads besides
+    the rule. A new schema starts afresh."""
+
+    def __init__(self, schema: tuple[ast.Item, ...]) -> None:
+        self.schema = schema
+        self.found: dict[int, tuple[ast.RuleDecl, list[Diagnostic]]] = {}  # rule -> its findings
+
+    def fits(self, schema: tuple[ast.Item, ...]) -> bool:
+        return len(schema) == len(self.schema) and all(
+            a is b for a, b in zip(schema, self.schema, strict=True)
+        )
+
+
+_rule_checks = [_RuleChecks(())]  # the latest schema's
+
+
+def _remember(cache: dict[Any, Any], key: Any, value: Any) -> None:
+    if len(cache) >= _MAX_REMEMBERED:
+        cache.clear()
+    cache[key] = value
+
+
 class _Checker:
     def __init__(self) -> None:
         self.policy = CheckedPolicy()
         self.diagnostics: list[Diagnostic] = []
+        self._rule_checks = _rule_checks[0]
         # Conditions and permissions past a limit (by id): reported once, then never walked by
         # the recursive checks below, which the limits are what keep bounded.
         self._oversized: set[int] = set()
@@ -214,6 +247,11 @@ class _Checker:
 
     def run(self, files: list[ast.PolicyFile]) -> None:
         items = [item for f in sorted(files, key=lambda f: f.path) for item in f.items]
+        schema = tuple(
+            i for i in items if isinstance(i, ast.TypeDecl | ast.ContextDecl | ast.RoleDecl)
+        )
+        if not self._rule_checks.fits(schema):
+            self._rule_checks = _rule_checks[0] = _RuleChecks(schema)
         self._collect(items)
         self._check_limits()
         for info in self.policy.types.values():
@@ -232,7 +270,15 @@ class _Checker:
         conditions = [r.condition for r in self.policy.rules if r.condition is not None]
         conditions += [b.condition for b in self.policy.bindings if isinstance(b, ast.BindWhen)]
         for condition in conditions:
-            excess = limits.expression_excess(condition)
+            known = _limits.get(id(condition))
+            if known is None or known[0] is not condition:
+                known = (
+                    condition,
+                    limits.expression_excess(condition),
+                    list(limits.int_literals(condition)),
+                )
+                _remember(_limits, id(condition), known)
+            _, excess, out_of_range = known
             if excess is not None:
                 self.error(
                     excess.code,
@@ -241,7 +287,7 @@ class _Checker:
                     hint="split it into several rules, or use `in [...]` for a list of values",
                 )
                 self._oversized.add(id(condition))
-            for literal in limits.int_literals(condition):
+            for literal in out_of_range:
                 self.error(
                     "int_out_of_range",
                     f"an integer must lie within ±2**53 ({limits.MAX_INT:,})",
@@ -528,6 +574,16 @@ class _Checker:
 
     # ---- rules
     def _check_rule(self, rule: ast.RuleDecl) -> None:
+        """What checking `rule` finds depends on it and the schema alone: found once per both."""
+        known = self._rule_checks.found.get(id(rule))
+        if known is not None and known[0] is rule:
+            self.diagnostics.extend(known[1])
+            return
+        before = len(self.diagnostics)
+        self._check_one_rule(rule)
+        _remember(self._rule_checks.found, id(rule), (rule, self.diagnostics[before:]))
+
+    def _check_one_rule(self, rule: ast.RuleDecl) -> None:
         self._check_target(rule.actions, rule.types, rule.loc)
         if rule.not_found and rule.effect != "forbid":
             self.error(

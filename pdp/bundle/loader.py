@@ -30,7 +30,7 @@ from pdp.bundle.tuple_schema import InvalidTuple, validate_tuple
 from pdp.errors import Refused
 from pdp.model import RelationTuple, TupleSyntaxError
 from pdp.tenancy import Tenancy, parse_tenancy
-from policy_lang import ast
+from policy_lang import ast, collector
 from policy_lang.checker import CheckedPolicy, check
 from policy_lang.diagnostics import Diagnostic, Loc, PolicyError, with_sources
 from policy_lang.parser import parse as _parse_text
@@ -197,6 +197,11 @@ class _Content:
 
 def bundle_from_files(files: BundleFiles) -> Bundle:
     """Parse and check a bundle from its files as read (no manifest check: see load_bundle)."""
+    with collector.paused():  # all it builds stays alive: nothing for the collector to find
+        return _bundle_from_files(files)
+
+
+def _bundle_from_files(files: BundleFiles) -> Bundle:
     root = files.root
     diags: list[Diagnostic] = []
     manifest_path = root / MANIFEST
@@ -384,6 +389,17 @@ def bundle_from_text(
     settings: Settings | None = None,
 ) -> Bundle:
     """Build a bundle from policy text held in memory (tests, benchmarks, embedding)."""
+    with collector.paused():
+        return _bundle_from_text(policy, tuples, name, revision, settings)
+
+
+def _bundle_from_text(
+    policy: str | dict[str, str],
+    tuples: tuple[str | RelationTuple, ...] | list[str | RelationTuple],
+    name: str,
+    revision: str,
+    settings: Settings | None,
+) -> Bundle:
     sources = {"policy.pdp": policy} if isinstance(policy, str) else dict(policy)
     diags: list[Diagnostic] = []
     parsed = []

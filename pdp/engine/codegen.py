@@ -6,6 +6,7 @@ methods it writes. `pdp check --show-code` prints it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import linecache
 import re
@@ -28,7 +29,12 @@ _registered: OrderedDict[str, tuple[str, str, CodeType]] = (
 def identifier(*parts: str) -> str:
     """A Python identifier naming what a function decides: `decide`, `document`, `read` →
     `decide_document_read`."""
-    return "_".join(re.sub(r"\W", "_", p) for p in parts if p)
+    return "_".join(_part(p) for p in parts if p)
+
+
+@functools.lru_cache(maxsize=65_536)  # the same few type, action and rule names, load after load
+def _part(text: str) -> str:
+    return re.sub(r"\W", "_", text)
 
 
 def define(source: str, label: str, namespace: dict[str, Any]) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from pdp.engine.rebac import RelationGraph
 from pdp.engine.tuples import TupleStore
 from pdp.errors import EvaluationError
 from pdp.model import Entity, Value
-from policy_lang import ast
+from policy_lang import ast, collector
 from policy_lang.checker import PYTHON_TYPES, CheckedPolicy
 
 KeyFn = Callable[[Entity, Entity, Mapping[str, Value], int], Hashable]
@@ -98,6 +98,17 @@ def compile_policy(
 ) -> Snapshot:
     """Compile a checked policy against the tuple store its relation checks read. `revision` is
     the bundle revision every decision will carry."""
+    with collector.paused():  # what it builds stays alive: nothing for the collector to find
+        return _compile(policy, store, max_depth, revision, fail_open)
+
+
+def _compile(
+    policy: CheckedPolicy,
+    store: TupleStore,
+    max_depth: int,
+    revision: str,
+    fail_open: frozenset[tuple[str, str]],
+) -> Snapshot:
     graph = RelationGraph(policy, store, max_depth)
     sources = _role_sources(policy, graph)
     conditioned = [(r.name, r.condition) for r in policy.rules if r.condition is not None]
@@ -185,22 +196,47 @@ def _condition_facts(
     """Every attribute a condition reads, for the cache key: its paths, and for each
     `subject has role R` the scope attributes of every role that holds R (a scoped role is held
     only where the subject's and the resource's scope attributes agree); and whether it reads
-    tuples (a relation check, or a role a binding may grant from one). One walk for both.
+    tuples (a relation check, or a role a binding may grant from one).
 
     INVARIANT: missing one of these lets an ALLOW cached for one tenant answer another."""
+    own_paths, relations, roles = _read_by(condition)
+    if not roles:
+        return own_paths, relations
+    paths = set(own_paths)
+    for role in roles:
+        for holder in policy.role_includes.get(role, (role,)):
+            for scope in policy.role_scopes.get(holder, ()):
+                paths.update((("subject", scope), ("resource", scope)))
+    return frozenset(paths), True
+
+
+# What a condition reads by the node itself (see _read_by): a reload's unchanged files give the
+# very same nodes. Each node is held, so its id is not reused while it is a key.
+_MAX_READS = 50_000
+_reads: dict[int, tuple[ast.Expr, frozenset[tuple[str, str]], bool, tuple[str, ...]]] = {}
+
+
+def _read_by(condition: ast.Expr) -> tuple[frozenset[tuple[str, str]], bool, tuple[str, ...]]:
+    """A condition's own paths, whether it checks a relation, and the roles it asks about, in
+    one walk."""
+    hit = _reads.get(id(condition))
+    if hit is not None and hit[0] is condition:
+        return hit[1], hit[2], hit[3]
     paths = set()
-    uses_tuples = False
+    relations = False
+    roles: list[str] = []
     for node in ast.walk(condition):
         if isinstance(node, ast.Path):
             paths.add((node.root, node.name))
         elif isinstance(node, ast.RelationCheck):
-            uses_tuples = True
+            relations = True
         elif isinstance(node, ast.HasRole):
-            uses_tuples = True
-            for role in policy.role_includes.get(node.role, (node.role,)):
-                for scope in policy.role_scopes.get(role, ()):
-                    paths.update((("subject", scope), ("resource", scope)))
-    return frozenset(paths), uses_tuples
+            roles.append(node.role)
+    if len(_reads) >= _MAX_READS:
+        _reads.clear()
+    found = (condition, frozenset(paths), relations, tuple(roles))
+    _reads[id(condition)] = found
+    return found[1], found[2], found[3]
 
 
 def _forbids(infos: list[_RuleInfo]) -> list[CompiledRule]:
@@ -246,10 +282,12 @@ def _key_function(
     roots = {root for root, name in paths if root != "context" and name not in ("id", "type")}
     fn_name = codegen.identifier("cache_key", type_name, action)
     lines = [
-        f"def {fn_name}(S, R, C, rev, M=MISSING, type=type, str=str, int=int, bool=bool, frozenset=frozenset):",
+        f"def {fn_name}(S, R, C, rev, E=ENTRY, M=MISSING, type=type, str=str, int=int, bool=bool, frozenset=frozenset):",
         *(f"    {source[r]} = {r[0].upper()}.attrs" for r in sorted(roots)),
     ]
-    values = [str(next(_entry_ids)), *(["rev"] if uses_tuples else []), "S.type", "S.id", "R.id"]
+    # The entry's number is a default argument, not in the source: the same source compiles once
+    # for every load (pdp.engine.codegen caches code by source), and reads as fast as a literal.
+    values = ["E", *(["rev"] if uses_tuples else []), "S.type", "S.id", "R.id"]
     checks, specs = [], []
     for i, (root, name) in enumerate(paths):
         if root != "context" and name in ("id", "type"):
@@ -268,6 +306,7 @@ def _key_function(
         lines.append(f"    if {' or '.join(checks)}: type_error(SPECS, S, R, C)")
     lines.append(f"    return ({', '.join(values)},)")
     namespace: dict[str, Any] = {
+        "ENTRY": next(_entry_ids),
         "MISSING": _MISSING,
         "SPECS": tuple(specs),
         "type_error": _type_error,

@@ -1,4 +1,4 @@
-"""Conditions compiled to Python functions: each rule's `when` becomes one generated lambda.
+"""Conditions compiled to Python functions: each rule's `when` becomes one generated function.
 
 Generated code reads attributes with `[]`, so a missing attribute raises and its rule errors (which
 the engine turns into a deny); attribute types were validated before any condition runs.
@@ -37,33 +37,83 @@ _OPS = {"==", "!=", "<", "<=", ">", ">="}
 def compile_conditions(
     exprs: list[ast.Expr], env: ConditionEnv, names: list[str] | None = None
 ) -> list[ConditionFn]:
-    """Compile many conditions as one generated module: one compile() call for a whole bundle.
-    `names` (one per condition, e.g. the rule's) name the functions in tracebacks."""
-    gen = _Generator(env)
-    fn_names = [
-        codegen.identifier("condition", names[i] if names else "", str(i))
-        for i in range(len(exprs))
-    ]
-    lines = [
-        f"def {fn_names[i]}(S, R, C):\n    return bool({gen.expr(e)})" for i, e in enumerate(exprs)
-    ]
-    # The callbacks are bound once here, so a condition calls them without an attribute lookup.
-    namespace: dict[str, Any] = {"REL": env.relation, "K": tuple(gen.constants)}
-    codegen.define("\n".join(lines) + "\n", "conditions", namespace)
-    return [namespace[n] for n in fn_names]
+    """Compile many conditions. Each is generated as a shape, its literals and role tests lifted
+    out as parameters (`subject.n >= K0`), and conditions of one shape share one compile()
+    (10,000 rules of a bundle are often a few dozen shapes); each then gets its own function
+    over its own constants. `names` (one per condition, e.g. the rule's) name the functions in
+    tracebacks."""
+    makers: dict[str, Callable[..., ConditionFn]] = {}  # shape -> its factory, for this env
+    role_tests: dict[str, ConditionFn] = {}
+    out = []
+    for i, expr in enumerate(exprs):
+        shape, constants = _shape(expr)
+        make = makers.get(shape)
+        if make is None:
+            # The callbacks are bound once here, so a condition calls them without a lookup.
+            make = makers[shape] = codegen.define(shape, "condition", {"REL": env.relation})["make"]
+        values = [
+            _role_test(c.role, env, role_tests) if type(c) is _RoleRef else c for c in constants
+        ]
+        fn = make(*values)
+        name = codegen.identifier("condition", names[i] if names else "", str(i))
+        fn.__name__ = fn.__qualname__ = name
+        out.append(fn)
+    return out
+
+
+class _RoleRef:
+    """`subject has role R` in a shape's constants: bound to the bundle's role test per compile."""
+
+    __slots__ = ("role",)
+
+    def __init__(self, role: str) -> None:
+        self.role = role
+
+
+def _role_test(role: str, env: ConditionEnv, tests: dict[str, ConditionFn]) -> ConditionFn:
+    fn = tests.get(role)
+    if fn is None:
+        fn = tests[role] = env.role_test(role)
+    return fn
+
+
+# A condition's shape by the node itself: a reload reparses only the files that changed (the
+# bundle loader caches the rest), so the conditions of the others are the very same nodes and
+# are not generated again. The node is held, so its id is not reused while it is a key.
+_MAX_SHAPES = 50_000
+_shapes: dict[int, tuple[ast.Expr, str, tuple[Any, ...]]] = {}
+
+
+def _shape(expr: ast.Expr) -> tuple[str, tuple[Any, ...]]:
+    """The source of `make(K0, K1, ...)` returning the condition's function, and its constants."""
+    hit = _shapes.get(id(expr))
+    if hit is not None and hit[0] is expr:
+        return hit[1], hit[2]
+    gen = _Generator()
+    body = gen.expr(expr)
+    params = ", ".join(f"K{i}" for i in range(len(gen.constants)))
+    source = (
+        f"def make({params}):\n"
+        "    def condition(S, R, C):\n"
+        f"        return bool({body})\n"
+        "    return condition\n"
+    )
+    if len(_shapes) >= _MAX_SHAPES:
+        _shapes.clear()
+    _shapes[id(expr)] = (expr, source, tuple(gen.constants))
+    return source, tuple(gen.constants)
 
 
 class _Generator:
-    """Python source for conditions; literals and role tests go to the constants `K`."""
+    """Python source for one condition; literals and role tests go to the constants `K0`, ..."""
 
-    def __init__(self, env: ConditionEnv) -> None:
-        self.env = env
+    def __init__(self) -> None:
         self.constants: list[Any] = []
         self._role_tests: dict[str, int] = {}
 
     def constant(self, value: Any) -> str:
         self.constants.append(value)
-        return f"K[{len(self.constants) - 1}]"
+        return f"K{len(self.constants) - 1}"
 
     def expr(self, expr: ast.Expr) -> str:
         if isinstance(expr, ast.Literal):
@@ -112,9 +162,9 @@ class _Generator:
     def has_role(self, role: str) -> str:
         ref = self._role_tests.get(role)
         if ref is None:
-            self.constants.append(self.env.role_test(role))
+            self.constants.append(_RoleRef(role))
             ref = self._role_tests[role] = len(self.constants) - 1
-        return f"K[{ref}](S, R, C)"
+        return f"K{ref}(S, R, C)"
 
 
 def _gen_method(expr: ast.MethodCall, gen: _Generator) -> str:

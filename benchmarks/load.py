@@ -1,0 +1,158 @@
+"""Bundle load and reload times: the 10,000-rule bundle cold (parse, check, compile, total), its
+reload after an edit to one of its files, and the example bundle's reload after a one-file edit.
+
+Each cold figure comes from a fresh interpreter (no parse or code cache, the parser not yet
+built); reloads run in one process, as the sidecar's reloader does. Only public entry points are
+used, so the same script times an older checkout: `PYTHONPATH=/tmp/old python -m benchmarks.load`.
+
+    python -m benchmarks.load [--runs 5] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+SAAS = HERE.parent / "bundles" / "saas"
+RULE_FILES = 10  # the 10,000 rules as written in a bundle: a schema file and ten rule files
+
+
+def write_many_rules_bundle(directory: Path) -> Path:
+    """The 10,000-rule bundle of benchmarks.cases, its rules split over RULE_FILES files."""
+    from benchmarks.cases import many_rules_policy
+
+    lines = many_rules_policy(10_000).splitlines()
+    first_rule = next(i for i, line in enumerate(lines) if line.startswith(("permit", "forbid")))
+    schema, rules = lines[:first_rule], lines[first_rule:]
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "bundle.toml").write_text('name = "many"\nrevision = "1"\n', encoding="utf-8")
+    (directory / "schema.pdp").write_text("\n".join(schema) + "\n", encoding="utf-8")
+    per_file = len(rules) // RULE_FILES
+    for k in range(RULE_FILES):
+        chunk = rules[k * per_file : (k + 1) * per_file]
+        (directory / f"rules_{k}.pdp").write_text("\n".join(chunk) + "\n", encoding="utf-8")
+    return directory
+
+
+def _cold(directory: str) -> dict[str, float]:
+    """In a fresh interpreter: load_bundle and engine.load, timed."""
+    from pdp.bundle import load_bundle
+    from pdp.engine import Engine
+
+    t0 = time.perf_counter()
+    bundle = load_bundle(directory)
+    t1 = time.perf_counter()
+    Engine(cache_ttl=0).load(bundle)
+    t2 = time.perf_counter()
+    return {"load_bundle_s": t1 - t0, "engine_load_s": t2 - t1, "total_s": t2 - t0}
+
+
+def _stages(directory: str) -> dict[str, float]:
+    """In a fresh interpreter: the stages one by one, each file parsed in turn."""
+    from pdp.engine.compiler import compile_policy
+    from pdp.engine.tuples import TupleStore
+    from policy_lang.checker import check
+    from policy_lang.parser import parse
+
+    files = sorted(Path(directory).glob("*.pdp"))
+    texts = [(str(p), p.read_text(encoding="utf-8")) for p in files]
+    t0 = time.perf_counter()
+    parse("type warm_up {}\n", "warm.pdp")  # builds the parser
+    t1 = time.perf_counter()
+    trees = [parse(text, name) for name, text in texts]
+    t2 = time.perf_counter()
+    policy, _ = check(trees)
+    t3 = time.perf_counter()
+    compile_policy(policy, TupleStore(), 25)
+    t4 = time.perf_counter()
+    return {
+        "parser_build_s": t1 - t0,
+        "parse_s": t2 - t1,
+        "check_s": t3 - t2,
+        "compile_s": t4 - t3,
+    }
+
+
+def _edit(path: Path, n: int, rule: str) -> None:
+    with path.open("a", encoding="utf-8") as f:
+        f.write(rule.format(n=n) + "\n")
+
+
+def _reloads(directory: str, edited: str, rule: str, runs: int) -> list[float]:
+    """Load once, then `runs` times: append a new rule to one file, load and swap again."""
+    from pdp.bundle import load_bundle
+    from pdp.engine import Engine
+
+    engine = Engine(cache_ttl=0)
+    engine.load(load_bundle(directory))
+    times = []
+    for n in range(runs):
+        _edit(Path(directory) / edited, n, rule)
+        t0 = time.perf_counter()
+        engine.load(load_bundle(directory))
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+MANY_EDIT = "permit edit_{n}: a3 on t7 when subject.level >= {n} and resource.owner == subject.id"
+SAAS_EDIT = "permit edit_{n}: read on document when subject.clearance >= {n}"
+
+
+def _in_fresh_process(fn: str, *args: Any) -> Any:
+    code = (
+        "import json, sys; from benchmarks import load; "
+        f"print(json.dumps(load.{fn}(*json.loads(sys.argv[1]))))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(args)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=HERE.parent,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run(runs: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="pdp-load-") as tmp:
+        many = write_many_rules_bundle(Path(tmp) / "many")
+        colds = [_in_fresh_process("_cold", str(many)) for _ in range(runs)]
+        stages = [_in_fresh_process("_stages", str(many)) for _ in range(runs)]
+        many_reload = _in_fresh_process("_reloads", str(many), "rules_3.pdp", MANY_EDIT, runs)
+        saas = Path(tmp) / "saas"
+        shutil.copytree(SAAS, saas)
+        saas_reload = _in_fresh_process(
+            "_reloads", str(saas), "policies/rules.pdp", SAAS_EDIT, max(runs, 20)
+        )
+    result: dict[str, Any] = {}
+    for rows in (colds, stages):
+        for key in rows[0]:
+            result[key] = statistics.median(r[key] for r in rows)
+    result["many_reload_s"] = statistics.median(many_reload)
+    result["saas_reload_s"] = statistics.median(saas_reload)
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    result = run(args.runs)
+    for key, value in result.items():
+        print(f"{key:16} {value * 1000:10.1f} ms")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
