@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from policy_lang import PolicyError, parser
+from tests.fuzz.seeds import EDGES
 
 ROOT = Path(__file__).parents[2]
 SAAS = ROOT / "bundles" / "saas" / "policies"
@@ -33,6 +34,7 @@ def _texts() -> list[str]:
         data = tomllib.loads(file.read_text(encoding="utf-8"))
         for section in ("case", "error", "warning"):
             texts.extend(c["policy"] for c in data.get(section, []) if "policy" in c)
+    texts.extend(EDGES)
     texts.append(
         "type user { attributes { type: string, n: int } }\ntype doc { actions type, read }\n"
         'permit type: type on doc when subject.type == "user" and resource.type == "doc"\n'
