@@ -164,7 +164,8 @@ def _ret(outcome: str, indent: str) -> list[str]:
 # Up to this many conditional rules an entry's rules are unrolled, one block each (no loop, no
 # tuple unpacking: the hot path of small policies). Past it, one loop over a tuple of them: the
 # same steps in the same order, in source that does not grow with the rules (compiling 4 MB of
-# unrolled blocks was most of loading a 10,000-rule bundle).
+# unrolled blocks was most of loading a 10,000-rule bundle). Rule ids are names in the
+# namespace, not literals in the source, so entries with as many rules share one compile.
 _UNROLL = 8
 
 
@@ -204,15 +205,16 @@ def _forbids(
         ns[f"OF{i}"] = Outcome(_DENY, Reason.FORBIDDEN, (rule_id,), revision, not_found)
         if condition is None:
             return [*body, *_ret(f"OF{i}", "    ")], True
-        ns[f"F{i}"] = condition
+        ns[f"F{i}"], ns[f"FID{i}"] = condition, rule_id
+        ns[f"FDEPTH{i}"] = f"{rule_id}: relation depth limit"
         body += [
             "    try:",
             f"        hit = F{i}(S, R, C)",
             "    except DepthLimitExceeded:",
             # INVARIANT: a forbid that errors denies.
-            f"        return forbid_error(OF{i}, rev, DEPTH, {f'{rule_id}: relation depth limit'!r})",
+            f"        return forbid_error(OF{i}, rev, DEPTH, FDEPTH{i})",
             "    except Exception as exc:",
-            f"        return forbid_error(OF{i}, rev, EVAL, describe({rule_id!r}, exc))",
+            f"        return forbid_error(OF{i}, rev, EVAL, describe(FID{i}, exc))",
             "    if hit:",
             *_ret(f"OF{i}", "        "),
         ]
@@ -255,14 +257,15 @@ def _permits(
         ns[f"OP{j}"] = Outcome(_ALLOW, Reason.PERMITTED, (rule_id,), revision)
         if condition is None:
             return [*body, *_ret(f"OP{j}", "    ")], True
-        ns[f"P{j}"] = condition
+        ns[f"P{j}"], ns[f"PID{j}"] = condition, rule_id
+        ns[f"PDEPTH{j}"] = f"{rule_id}: relation depth limit"
         body += [
             "    try:",
             f"        hit = P{j}(S, R, C)",
             "    except DepthLimitExceeded:",
-            f"        errors = add_error(errors, {rule_id!r}, {f'{rule_id}: relation depth limit'!r}, True)",
+            f"        errors = add_error(errors, PID{j}, PDEPTH{j}, True)",
             "    except Exception as exc:  # INVARIANT: a permit that errors grants nothing",
-            f"        errors = add_error(errors, {rule_id!r}, describe({rule_id!r}, exc), False)",
+            f"        errors = add_error(errors, PID{j}, describe(PID{j}, exc), False)",
             "    else:",
             "        if hit:",
             *_ret(f"OP{j}", "            "),
