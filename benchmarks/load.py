@@ -21,6 +21,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.cases import many_rules_policy
+from benchmarks.scenarios import write_bundle
+
 HERE = Path(__file__).resolve().parent
 SAAS = HERE.parent / "bundles" / "saas"
 RULE_FILES = 10  # the 10,000 rules as written in a bundle: a schema file and ten rule files
@@ -28,8 +31,6 @@ RULE_FILES = 10  # the 10,000 rules as written in a bundle: a schema file and te
 
 def write_many_rules_bundle(directory: Path) -> Path:
     """The 10,000-rule bundle of benchmarks.cases, its rules split over RULE_FILES files."""
-    from benchmarks.cases import many_rules_policy
-
     lines = many_rules_policy(10_000).splitlines()
     first_rule = next(i for i, line in enumerate(lines) if line.startswith(("permit", "forbid")))
     schema, rules = lines[:first_rule], lines[first_rule:]
@@ -126,8 +127,13 @@ def run(runs: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="pdp-load-") as tmp:
         many = write_many_rules_bundle(Path(tmp) / "many")
         colds = [_in_fresh_process("_cold", str(many)) for _ in range(runs)]
+        single = Path(tmp) / "single"  # as benchmarks.run loads it: one file of 10,000 rules
+        write_bundle(single, "many", many_rules_policy(10_000))
+        single_colds = [_in_fresh_process("_cold", str(single)) for _ in range(runs)]
         stages = [_in_fresh_process("_stages", str(many)) for _ in range(runs)]
-        many_reload = _in_fresh_process("_reloads", str(many), "rules_3.pdp", MANY_EDIT, runs)
+        many_reload = _in_fresh_process(
+            "_reloads", str(many), "rules_3.pdp", MANY_EDIT, max(2 * runs, 10)
+        )
         saas = Path(tmp) / "saas"
         shutil.copytree(SAAS, saas)
         saas_reload = _in_fresh_process(
@@ -137,14 +143,17 @@ def run(runs: int) -> dict[str, Any]:
     for rows in (colds, stages):
         for key in rows[0]:
             result[key] = statistics.median(r[key] for r in rows)
+    result["one_file_total_s"] = statistics.median(r["total_s"] for r in single_colds)
     result["many_reload_s"] = statistics.median(many_reload)
+    result["many_reload_max_s"] = max(many_reload)
     result["saas_reload_s"] = statistics.median(saas_reload)
+    result["saas_reload_max_s"] = max(saas_reload)
     return result
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--runs", type=int, default=5, help="fresh processes per cold figure")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     result = run(args.runs)

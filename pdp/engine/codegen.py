@@ -1,7 +1,8 @@
-"""One way to turn generated Python source into functions. Each source is compiled under a
-descriptive file name (`<pdp decide_document_read 3f2a9c1e>`) registered in `linecache`, so
-tracebacks, `inspect.getsource`, pdb and profilers show the generated code, as attrs does for the
-methods it writes. `pdp check --show-code` prints it.
+"""One way to turn generated Python source into functions. Each function's code carries a
+descriptive file name (`<pdp decide_document_read 3f2a9c1e>`) registered in `linecache` with its
+source, so tracebacks, `inspect.getsource`, pdb and profilers show the generated code, as attrs
+does for the methods it writes. `pdp check --show-code` prints it. Sources are compiled once per
+process, and sources differing only in the function's name once for all of them.
 """
 
 from __future__ import annotations

@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 
 from policy_lang import PolicyError, parser
-from tests.fuzz.seeds import EDGES
 
 ROOT = Path(__file__).parents[2]
 SAAS = ROOT / "bundles" / "saas" / "policies"
@@ -25,6 +24,20 @@ _PIECES = [
     '"', '"a\\q"', "[1, \"x\"]", "\n", " ", "//", "permit", "when", "not", "-", "->", "#", "*",
     "99999999999999999999999", "set<int>", "?", "&", "|", "+", "in", "on", "and", "or",
 ]  # fmt: skip
+
+
+# The fuzz seeds' edges (tests/fuzz/seeds.py, not imported: it loads the client): valid at the
+# language's limits, so mutations land just past them.
+EDGES = [
+    "type user { attributes { n: int } }\ntype doc { actions read }\n"
+    "permit p: read on doc when " + " or ".join(["subject.n == 1"] * 40) + "\n",
+    "type user { attributes { n: int } }\ntype doc { actions read }\n"
+    "permit p: read on doc when " + "not " * 49 + "true\n",
+    "type user { attributes { n: int } }\ntype doc { actions read }\n"
+    "permit p: read on doc when subject.n < 9007199254740992\n",
+    "type user {}\ntype doc { actions read relation a: user relation b: user\n"
+    "  permission v = a + (b & (a - (b + a->x)))\n}\n",
+]
 
 
 def _texts() -> list[str]:
