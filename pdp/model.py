@@ -78,10 +78,16 @@ class Request:
 class TraceStep:
     """One line of an explain trace: what was considered and what came of it."""
 
-    kind: str  # "forbid", "permit", "role", "binding", "relation", "error", "note"
+    kind: str  # "forbid", "permit", "role", "binding", "condition", "relation", "error", "note"
     id: str
-    outcome: str  # "matched", "not_matched", "error", "skipped", "granted", ...
+    outcome: str  # "matched", "not_matched", "error", "skipped", "granted", "true", "false", ...
     detail: str = ""
+    # The trace is a tree written children first: a step's children are the steps just before it
+    # that are one level deeper (a rule's conditions, a condition's relation hops).
+    depth: int = 0
+    # What a condition read, as (expression, value in policy syntax), masked as the audit masks:
+    # (`resource.tenant`, `"globex"`), (`subject.ssn`, `***`), (`context.hour`, `(missing)`).
+    values: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,7 +41,7 @@ def test_validate_lists_every_error_and_exits_1(
 
 
 def test_check_prints_the_decision_and_trace(capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["check", str(SAAS), *ERIN, "--action", "read", *SPEC, "--explain"])
+    code = main(["check", str(SAAS), *ERIN, "--action", "read", *SPEC, "--explain", "--json"])
     out = json.loads(capsys.readouterr().out)
     assert code == 0
     assert out["decision"] == "ALLOW"

@@ -16,6 +16,8 @@ from pdp.engine import Engine
 from pdp.engine.lookup import lookup_resources, lookup_subjects
 from pdp.engine.plan import plan_resources, to_sql
 from pdp.explain import explain
+from pdp.explain.coverage import Coverage
+from pdp.explain.render import render
 from pdp.identifiers import parse_ref
 from pdp.model import Decision, Entity, Request
 from policy_lang.diagnostics import PolicyError
@@ -36,7 +38,18 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--resource-attrs", default="{}", help="JSON object of resource attributes")
     p.add_argument("--context", default="{}", help="JSON object of context attributes")
     p.add_argument(
-        "--explain", action="store_true", help="print the trace: rules, conditions, relation paths"
+        "--explain",
+        action="store_true",
+        help="print the trace as a tree: each rule, its conditions with the values they "
+        "compared, the relation paths (as JSON with --json)",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON (the default without --explain)")
+    p.add_argument(
+        "--mask",
+        default="",
+        metavar="NAMES",
+        help="comma-separated attributes whose values the trace shows as *** (`ssn`, "
+        "`subject.email`), as the sidecar's audit_mask setting",
     )
     p.add_argument(
         "--show-code",
@@ -85,6 +98,18 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--filter", default="", help="run only tests whose name contains this")
     p.add_argument("--json", action="store_true", help="machine-readable report for CI")
     p.add_argument("-v", "--verbose", action="store_true", help="list passing tests too")
+    p.add_argument(
+        "--coverage",
+        action="store_true",
+        help="report which rules, roles and permission branches the tests reached, and which "
+        "tests; those none reached first (docs/testing.md)",
+    )
+    p.add_argument(
+        "--coverage-min",
+        type=float,
+        metavar="N",
+        help="fail (exit 1) when coverage is below N percent (implies --coverage)",
+    )
     p.set_defaults(handler=cmd_test)
 
     p = sub.add_parser(
@@ -152,6 +177,8 @@ def decision_json(d: Decision) -> dict[str, Any]:
                 "id": t.id,
                 "outcome": t.outcome,
                 **({"detail": t.detail} if t.detail else {}),
+                "depth": t.depth,
+                **({"values": [{"expr": e, "value": v} for e, v in t.values]} if t.values else {}),
             }
             for t in d.trace
         ]
@@ -177,8 +204,15 @@ def cmd_check(args: argparse.Namespace) -> int:
     engine.load(bundle)
     if args.show_code:
         _print_generated_code(engine, request)
-    decision = explain(engine, request) if args.explain else engine.check(request)
-    print(json.dumps(decision_json(decision), indent=2))
+    if args.explain:
+        mask = frozenset(m.strip() for m in args.mask.split(",") if m.strip())
+        decision = explain(engine, request, mask=mask)
+    else:
+        decision = engine.check(request)
+    if args.explain and not args.json:
+        sys.stdout.write(render(decision, request))
+    else:
+        print(json.dumps(decision_json(decision), indent=2))
     return 0 if decision.allowed else 3
 
 
@@ -279,10 +313,17 @@ def cmd_test(args: argparse.Namespace) -> int:
     except BundleError as exc:
         print(exc, file=sys.stderr)
         return 1
-    report = run_tests(bundle, args.filter)
+    wanted = args.coverage or args.coverage_min is not None
+    report = run_tests(bundle, args.filter, coverage=wanted)
+    coverage = report.coverage
+    too_low = (
+        coverage is not None
+        and args.coverage_min is not None
+        and coverage.percent < args.coverage_min
+    )
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
-        return 1 if report.failed else 0
+        return 1 if report.failed or too_low else 0
     for r in report.results:
         if not r.passed:
             print(f"FAIL {r.name}  ({r.file})\n     {r.message}")
@@ -290,9 +331,31 @@ def cmd_test(args: argparse.Namespace) -> int:
             print(f"ok   {r.name}")
     passed = len(report.results) - len(report.failed)
     print(f"\n{passed} passed, {len(report.failed)} failed")
-    if report.unexercised:
+    if coverage is not None:
+        _print_coverage(coverage, args.verbose)
+        if too_low:
+            print(
+                f"coverage {coverage.percent:.1f}% is below --coverage-min {args.coverage_min:g}%"
+            )
+    elif report.unexercised:
         print("rules no test exercised: " + ", ".join(report.unexercised))
-    return 1 if report.failed or not report.results else 0
+    return 1 if report.failed or not report.results or too_low else 0
+
+
+def _print_coverage(coverage: Coverage, verbose: bool) -> None:
+    """Unreached rules, roles and branches first, then what was reached and by which tests
+    (the first three of them without -v)."""
+    print(
+        f"\ncoverage: {coverage.percent:.1f}% ({len(coverage.items) - len(coverage.unreached)} of {len(coverage.items)} reached)"
+    )
+    for item in coverage.ordered():
+        tests = coverage.tests[item.id]
+        label = f"{item.kind:<6} {item.id}" + (f"  {item.text}" if item.kind == "branch" else "")
+        if not tests:
+            print(f"  NOT REACHED  {label}  ({item.loc})")
+            continue
+        shown = tests if verbose or len(tests) <= 3 else [*tests[:3], f"and {len(tests) - 3} more"]
+        print(f"  reached      {label}  by: " + "; ".join(shown))
 
 
 def cmd_fmt(args: argparse.Namespace) -> int:

@@ -17,6 +17,8 @@ from typing import Any
 from pdp.bundle import Bundle
 from pdp.engine import Engine
 from pdp.errors import Refused
+from pdp.explain.coverage import Coverage
+from pdp.explain.reference import evaluate
 from pdp.identifiers import parse_ref
 from pdp.model import Decision, Entity, RelationTuple, Request, Value
 
@@ -40,6 +42,7 @@ class CaseResult:
 class Report:
     results: list[CaseResult] = field(default_factory=list)
     unexercised: list[str] = field(default_factory=list)
+    coverage: Coverage | None = None  # with run_tests(coverage=True)
 
     @property
     def failed(self) -> list[CaseResult]:
@@ -61,6 +64,7 @@ class Report:
                 for r in self.results
             ],
             "unexercised_rules": self.unexercised,
+            **({"coverage": self.coverage.to_json()} if self.coverage is not None else {}),
         }
 
 
@@ -88,8 +92,10 @@ def parse_entity(ref: str, entities: Mapping[str, Mapping[str, Value]], where: s
     return Entity(type_name, id_, entities.get(ref, {}))
 
 
-def run_tests(bundle: Bundle, name_filter: str = "") -> Report:
-    report = Report()
+def run_tests(bundle: Bundle, name_filter: str = "", *, coverage: bool = False) -> Report:
+    """Run every test of the bundle through the engine. With `coverage`, also decide each request
+    with the reference interpreter (pdp.explain) and record what it reached."""
+    report = Report(coverage=Coverage(bundle.policy) if coverage else None)
     exercised: set[str] = set()
     for file, doc in bundle.tests:
         engine = Engine(cache_ttl=0)
@@ -109,6 +115,12 @@ def run_tests(bundle: Bundle, name_filter: str = "") -> Report:
                 continue
             decision = engine.check(request)
             exercised.update(decision.rule_ids)
+            if report.coverage is not None:
+                view = engine.pin()
+                snapshot = view.snapshot
+                assert snapshot is not None  # loaded above
+                outcome = evaluate(snapshot.policy, view.subjects_of, request, snapshot.max_depth)
+                report.coverage.record(name, outcome)
             problems = []
             if decision.effect.value != expect:
                 problems.append(

@@ -16,6 +16,7 @@ It imports nothing of the compiled engine: no generated code, no relation graph,
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +46,9 @@ class Outcome:
     rule_ids: tuple[str, ...]
     not_found: bool = False
     trace: list[TraceStep] = field(default_factory=list)
+    # The permission nodes (`ast.UsersetExpr`, by id) whose evaluation was entered: what policy
+    # test coverage counts as a permission branch reached (pdp.explain.coverage).
+    entered: set[int] = field(default_factory=set)
 
 
 def naive_lookup(tuples: Iterable[RelationTuple]) -> Lookup:
@@ -62,23 +66,63 @@ def naive_lookup(tuples: Iterable[RelationTuple]) -> Lookup:
 
 
 def evaluate(
-    policy: CheckedPolicy, lookup: Lookup, request: Request, max_depth: int = 25
+    policy: CheckedPolicy,
+    lookup: Lookup,
+    request: Request,
+    max_depth: int = 25,
+    *,
+    mask: frozenset[str] = frozenset(),
 ) -> Outcome:
-    return _Interpreter(policy, lookup, request, max_depth).run()
+    """Decide `request` by walking the policy. `mask`: attribute names (`ssn`, `subject.email`)
+    whose values the trace shows as `***`, as the audit log does."""
+    return _Interpreter(policy, lookup, request, max_depth, mask).run()
+
+
+MASKED = "***"
+MISSING = "(missing)"
 
 
 class _Interpreter:
     def __init__(
-        self, policy: CheckedPolicy, lookup: Lookup, request: Request, max_depth: int
+        self,
+        policy: CheckedPolicy,
+        lookup: Lookup,
+        request: Request,
+        max_depth: int,
+        mask: frozenset[str] = frozenset(),
     ) -> None:
         self.p = policy
         self.lookup = lookup
         self.req = request
         self.max_depth = max_depth
+        self.mask = mask
         self.trace: list[TraceStep] = []
+        self.depth = 0  # the trace tree's level of the steps being recorded
+        self.quiet = False  # reading values to show them: record nothing
+        self.entered: set[int] = set()
 
-    def step(self, kind: str, id: str, outcome: str, detail: str = "") -> None:
-        self.trace.append(TraceStep(kind, id, outcome, detail))
+    def step(
+        self,
+        kind: str,
+        id: str,
+        outcome: str,
+        detail: str = "",
+        values: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        if not self.quiet:
+            self.trace.append(TraceStep(kind, id, outcome, detail, self.depth, values))
+
+    def nested_cond(self, e: ast.Expr) -> bool:
+        return self.nested(lambda: self.cond(e))
+
+    def nested(self, fn: Callable[[], bool]) -> bool:
+        """Run `fn` one level deeper in the trace tree (its steps are the children of the step
+        recorded after it)."""
+        self.depth += 1
+        try:
+            return fn()
+        finally:
+            self.depth -= 1
 
     def run(self) -> Outcome:
         req, p = self.req, self.p
@@ -111,7 +155,7 @@ class _Interpreter:
     def outcome(
         self, effect: Effect, reason: Reason, rule_ids: tuple[str, ...] = (), nf: bool = False
     ) -> Outcome:
-        return Outcome(effect, reason, rule_ids, nf, self.trace)
+        return Outcome(effect, reason, rule_ids, nf, self.trace, self.entered)
 
     def _forbids(self, rules: list[ast.RuleDecl]) -> Outcome | None:
         """Forbids, not-found ones first, then by name: the first matching or erroring denies."""
@@ -120,7 +164,7 @@ class _Interpreter:
         )
         for rule in forbids:
             try:
-                matched = rule.condition is None or self.cond(rule.condition)
+                matched = self._rule_matches(rule)
             except (_Depth, _Error) as exc:
                 self.step("forbid", rule.name, "error", f"{exc}; an erroring forbid denies")
                 reason = Reason.DEPTH_LIMIT if isinstance(exc, _Depth) else Reason.EVALUATION_ERROR
@@ -134,7 +178,7 @@ class _Interpreter:
         """Permits by name: the first matching allows; an erroring one is noted and skipped."""
         for rule in (r for r in rules if r.effect == "permit"):
             try:
-                matched = rule.condition is None or self.cond(rule.condition)
+                matched = self._rule_matches(rule)
             except (_Depth, _Error) as exc:
                 self.step("permit", rule.name, "error", f"{exc}; an erroring permit grants nothing")
                 errors.append((rule.name, isinstance(exc, _Depth)))
@@ -143,6 +187,9 @@ class _Interpreter:
             if matched:
                 return self.outcome(Effect.ALLOW, Reason.PERMITTED, (rule.name,))
         return None
+
+    def _rule_matches(self, rule: ast.RuleDecl) -> bool:
+        return rule.condition is None or self.nested_cond(rule.condition)
 
     def _roles(self, granting: tuple[str, ...], errors: list[tuple[str, bool]]) -> Outcome | None:
         """The first granting role in name order that the subject holds within its scope."""
@@ -183,11 +230,16 @@ class _Interpreter:
                 if values:
                     held |= set(values) & wanted  # type: ignore[arg-type]
             elif set(b.roles) & wanted:
+                label = "bind:" + ",".join(sorted(b.roles))
                 try:
-                    if self.cond(b.condition):
-                        held |= set(b.roles) & wanted
+                    bound = self.nested_cond(b.condition)
                 except (_Depth, _Error) as exc:
-                    errors.append(("bind:" + ",".join(sorted(b.roles)), isinstance(exc, _Depth)))
+                    self.step("binding", label, "error", f"{exc}; this binding grants no role")
+                    errors.append((label, isinstance(exc, _Depth)))
+                    continue
+                self.step("binding", label, "held" if bound else "not_held", expr(b.condition))
+                if bound:
+                    held |= set(b.roles) & wanted
         return held
 
     # ---- conditions
@@ -246,6 +298,44 @@ class _Interpreter:
             return any(self.cond(x) for x in ast.operands(e))
         if isinstance(e, ast.Not):
             return not self.cond(e.operand)
+        return self.leaf(e)
+
+    def leaf(self, e: ast.Expr) -> bool:
+        """A condition with no `and`, `or`, `not` above it: traced with the values it read."""
+        if self.quiet:
+            return self._leaf(e)
+        try:
+            result = self.nested(lambda: self._leaf(e))
+        except (_Depth, _Error) as exc:
+            self.step("condition", expr(e), "error", str(exc), self.values(e))
+            raise
+        self.step("condition", expr(e), "true" if result else "false", "", self.values(e))
+        return result
+
+    def values(self, e: ast.Expr) -> tuple[tuple[str, str], ...]:
+        """Each attribute `e` reads and each method result it computes, in source order, once."""
+        out: dict[str, str] = {}
+        for node in ast.walk(e):
+            if isinstance(node, ast.Path | ast.MethodCall):
+                text = expr(node)
+                if text in out:
+                    continue
+                if any(self.masked(p) for p in read_paths(node)):
+                    out[text] = MASKED
+                    continue
+                was, self.quiet = self.quiet, True
+                try:
+                    out[text] = show(self.value(node))
+                except Exception:  # shown, not raised: the leaf itself reported the error
+                    out[text] = MISSING
+                finally:
+                    self.quiet = was
+        return tuple(out.items())
+
+    def masked(self, path: ast.Path) -> bool:
+        return path.name in self.mask or f"{path.root}.{path.name}" in self.mask
+
+    def _leaf(self, e: ast.Expr) -> bool:
         if isinstance(e, ast.Present):
             p = e.path
             return (p.root != "context" and p.name in ("id", "type")) or p.name in self._attrs(
@@ -401,6 +491,7 @@ class _Interpreter:
         depth: int,
         path: frozenset[str],
     ) -> bool:
+        self.entered.add(id(e))
         if isinstance(e, ast.Computed):
             return self.relation(ot, oid, e.relation, subject, depth, path)
         if isinstance(e, ast.TupleToUserset):
@@ -482,6 +573,17 @@ _COMPARE: dict[str, Callable[[Any, Any], bool]] = {
     ">": lambda x, y: x > y,
     ">=": lambda x, y: x >= y,
 }
+
+
+def show(value: object) -> str:
+    """A request value as policy text: `"acme"`, `3`, `true`, `["a", "b"]`."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, frozenset | set):
+        return "[" + ", ".join(show(v) for v in sorted(value, key=repr)) + "]"
+    return str(value)
 
 
 def _targets(

@@ -20,15 +20,23 @@ class Pinnable(Protocol):
     def pin(self) -> SnapshotView: ...
 
 
-def explain(engine: Pinnable, request: Request, *, min_tuple_revision: int = 0) -> Decision:
+def explain(
+    engine: Pinnable,
+    request: Request,
+    *,
+    min_tuple_revision: int = 0,
+    mask: frozenset[str] = frozenset(),
+) -> Decision:
     """Decide `request` afresh on the engine's current snapshot (or a pinned view's) and attach
-    the reference interpreter's trace, which must reach the same decision."""
+    the reference interpreter's trace, which must reach the same decision. The values each
+    condition compared are in the trace; those of the attributes `mask` names (`ssn`,
+    `subject.email`: the audit's mask setting) are shown as `***`."""
     view = engine.pin()
     decision = view.check(request, min_tuple_revision=min_tuple_revision, cached=False)
     snapshot = view.snapshot
     if snapshot is None or decision.reason in _UNTRACED:
         return decision
-    outcome = evaluate(snapshot.policy, view.subjects_of, request, snapshot.max_depth)
+    outcome = evaluate(snapshot.policy, view.subjects_of, request, snapshot.max_depth, mask=mask)
     trace = list(outcome.trace)
     if decision.reason is Reason.FAIL_OPEN:
         trace.append(
