@@ -1,4 +1,5 @@
-"""The `pdp` command: `serve` for the sidecar; `validate`, `check`, `test`, `fmt` for policy authors;
+"""The `pdp` command: `serve` for the sidecar; `validate`, `check`, `test`, `fmt` for policy authors,
+`playground` (a local web page) and `lsp` (a language server for editors);
 `bundle` for manifests and signatures;
 `tokens` for clients and signing keys."""
 
@@ -14,6 +15,10 @@ def main(argv: list[str] | None = None) -> int:
     from pdp.authoring import cli as authoring_cli
 
     authoring_cli.add_commands(sub)
+    from pdp.authoring import lsp, playground
+
+    playground.add_commands(sub)
+    lsp.add_commands(sub)
     from pdp.authoring import bundle_cli
 
     bundle_cli.add_commands(sub)
