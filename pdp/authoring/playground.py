@@ -161,7 +161,7 @@ class Playground:
         except Exception as exc:  # the page shows it; the answer is still a denial
             return _denied("the engine failed", [f"{type(exc).__name__}: {exc}"])
         out = decision_json(decision)
-        out["tree"] = trace_tree(decision, request)
+        out["tree"] = trace_tree(decision, request, strip=f"{self.files.root}/")
         return out
 
     def run_tests(self, edited: Mapping[str, str]) -> dict[str, Any]:
@@ -240,14 +240,15 @@ def default_request(files: BundleFiles, root: Path) -> dict[str, Any]:
     return {"subject": "user:alice", "action": "read", "resource": "document:d1", "context": {}}
 
 
-def trace_tree(decision: Decision, request: Request) -> dict[str, Any]:
+def trace_tree(decision: Decision, request: Request, *, strip: str = "") -> dict[str, Any]:
     """The trace as a tree: the decision at the root, each rule, role or binding considered below
     it, their conditions below them, and under a condition the relation hops it walked, drawn as
     a path from the subject to the object (`hops`).
 
     The trace is written children first: a step's children are the steps just before it that are
     one level deeper. A trace without levels (every step at depth 0) nests each run of relation
-    hops under the step that follows it, the rule that asked for them."""
+    hops under the step that follows it, the rule that asked for them. `strip` is taken off the
+    start of each detail (the bundle directory, so rules show as `policies/rules.pdp:3:1`)."""
     steps = list(decision.trace or ())
     depths = [getattr(s, "depth", 0) for s in steps]
     if not any(depths):
@@ -255,6 +256,7 @@ def trace_tree(decision: Decision, request: Request) -> dict[str, Any]:
     pending: list[tuple[int, dict[str, Any]]] = []
     for step, depth in zip(steps, depths, strict=True):
         node = _node(step)
+        node["detail"] = node["detail"].removeprefix(strip) if strip else node["detail"]
         children = []
         while pending and pending[-1][0] > depth:
             children.append(pending.pop()[1])
