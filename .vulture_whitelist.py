@@ -14,6 +14,7 @@ import grpc
 import psycopg
 import uvicorn
 from hypothesis.stateful import RuleBasedStateMachine
+from selenium.webdriver import ChromeOptions
 
 from benchmarks.lookup import LookupSuite
 from pdp.client import Client
@@ -55,3 +56,6 @@ logging.LogRecord.exc_text
 
 # http.server calls a handler's do_POST and log_message (the OTLP collector in the tests).
 http.server.BaseHTTPRequestHandler.do_POST, http.server.BaseHTTPRequestHandler.log_message
+
+# Selenium starts the browser at the binary its options name (tests/authoring/test_playground_browser.py).
+ChromeOptions.binary_location
