@@ -67,9 +67,9 @@ def playground(bundle: Path) -> Iterator[str]:
 
 
 @pytest.fixture
-def browser() -> Iterator[object]:
+def browser(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
     chromium, driver_path = _browser()
-    os.environ["SE_AVOID_STATS"] = "true"  # no usage statistics sent by Selenium
+    monkeypatch.setenv("SE_AVOID_STATS", "true")  # Selenium sends no usage statistics
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
