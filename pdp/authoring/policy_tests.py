@@ -36,6 +36,7 @@ class CaseResult:
     got: str
     decision: Decision | None = None
     message: str = ""
+    request: Request | None = None
 
 
 @dataclass(slots=True)
@@ -143,6 +144,7 @@ def run_tests(bundle: Bundle, name_filter: str = "", *, coverage: bool = False) 
                     decision.effect.value,
                     decision,
                     "; ".join(problems),
+                    request,
                 )
             )
     all_rules = {r.name for r in bundle.policy.rules} | {
