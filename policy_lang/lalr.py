@@ -39,7 +39,7 @@ class Tok:
 class _Lexer:
     """What one parser state may lex (Lark's contextual lexer for that state)."""
 
-    __slots__ = ("ignore", "keywords", "newline", "patterns", "unless")
+    __slots__ = ("ignore", "keywords", "newline", "patterns", "signature", "unless")
 
     def __init__(self, basic: Any) -> None:
         scanner = basic.scanner  # built on first use
@@ -51,6 +51,13 @@ class _Lexer:
         # NAME -> keyword: `type` lexed as NAME where TYPE is also accepted is TYPE
         self.unless: dict[str, Any] = dict(basic.callback)
         self.keywords: dict[tuple[str, str], str] = {}  # (terminal, text) -> terminal, memoised
+        # what it lexes: two lexers of one signature cut any text into the same tokens
+        self.signature = (
+            tuple(p.pattern for p in self.patterns),
+            self.ignore,
+            self.newline,
+            frozenset(self.unless),
+        )
 
     def retype(self, type_: str, value: str) -> str:
         key = (type_, value)
@@ -85,6 +92,7 @@ class Driver:
         table = frontend.parser._parse_table
         callbacks = frontend.parser.parser.callbacks
         self.start, self.end = table.start_states[start], table.end_states[start]
+        _, self.accept = table.states[self.start][start]  # after all of it: only the end
         # state -> terminal or rule -> (True, next state) for a shift, (False, reduction) else
         # (plain strings: Lark names rules with its Tokens, whose == is slower)
         self.actions: dict[int, dict[str, tuple[bool, Any]]] = {
@@ -105,11 +113,22 @@ class Driver:
         if frontend.lexer_conf.postlex is not None or frontend.lexer_conf.callbacks:
             raise _Unsupported("a post-lexer or lexer callbacks")
 
-    def parse(self, text: str) -> Any:  # noqa: C901 - the hot loop: lexing and parsing inline
+    def resumable(self) -> bool:
+        """Can a parse start at any top-level item of a text as if at its start? Yes when what
+        follows an item is lexed as the start of a text is (the grammar is a list of items)."""
+        row = self.actions[self.start]
+        after = [a for symbol, (shift, a) in row.items() if shift and symbol.islower()]
+        first = self.lexers[self.start].signature
+        return all(self.lexers[s].signature == first for s in after if s != self.accept)
+
+    def parse(  # noqa: C901 - the hot loop: lexing and parsing inline
+        self, text: str, pos: int = 0, line: int = 1, line_start: int = 0
+    ) -> Any:
+        """`text` parsed from `pos`, which is on line `line`, a line starting at `line_start`."""
         actions, lexers, end_state = self.actions, self.lexers, self.end
         states: list[int] = [self.start]
         values: list[Any] = []
-        pos, line, line_start, n = 0, 1, 0, len(text)
+        n = len(text)
         while True:
             # ---- the next token, lexed as the state on top of the stack allows
             token: Tok | None = None

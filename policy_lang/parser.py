@@ -7,6 +7,7 @@ starts a top-level item, so one typo does not hide the rest.
 
 from __future__ import annotations
 
+import bisect
 import json
 import re
 import threading
@@ -118,6 +119,65 @@ def parse(text: str, path: str = "<policy>") -> ast.PolicyFile:
     if errors:
         raise PolicyError(errors)
     return ast.PolicyFile(path, tuple(items))
+
+
+def reparse(text: str, path: str, before: tuple[str, ast.PolicyFile]) -> ast.PolicyFile:
+    """`parse(text, path)`, given the same file's previous text and parse: the items that lie,
+    with the item after them, in the part both texts share from the start are the previous ones
+    (the very same nodes, at the same lines), and parsing resumes at the first that does not; so
+    an edit near the end of a long file parses only its end. A text that fails is parsed whole,
+    by `parse`, with all its diagnostics."""
+    old_text, old = before
+    fast = _driver()
+    if fast is None or not _resumable() or old.path != path or len(old.items) < 3:
+        return parse(text, path)
+    shared = _shared_prefix(old_text, text)
+    starts = _item_offsets(old_text, old.items)
+    # An item is kept when it and the first token of the next one (its lookahead, and the
+    # character after it) are in the shared part: the next item's whole text is.
+    keep = bisect.bisect_right(starts, shared) - 2
+    if keep < 1:
+        return parse(text, path)
+    loc = old.items[keep].loc
+    resume = starts[keep]
+    try:
+        _state.path = path
+        tree = fast.parse(text, resume, loc.line, resume - (loc.col - 1))
+    except _BuildError:
+        tree = None
+    if tree is None:
+        return parse(text, path)
+    return ast.PolicyFile(path, old.items[:keep] + tuple(item.value for item in tree.children))
+
+
+@cache
+def _resumable() -> bool:
+    fast = _driver()
+    return fast is not None and fast.resumable()
+
+
+def _shared_prefix(a: str, b: str) -> int:
+    """The length of the longest common prefix of `a` and `b` (compared in C, by halves)."""
+    lo, hi = 0, min(len(a), len(b))
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[lo:mid] == b[lo:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _item_offsets(text: str, items: tuple[ast.Item, ...]) -> list[int]:
+    """Where each item's first token is in `text` (items in order, from their locations)."""
+    offsets = []
+    line, line_start = 1, 0
+    for item in items:
+        while line < item.loc.line:
+            line_start = text.index("\n", line_start) + 1
+            line += 1
+        offsets.append(line_start + item.loc.col - 1)
+    return offsets
 
 
 def _parse_prefix(text: str, offset: int, exc: UnexpectedInput, path: str) -> list[ast.Item]:

@@ -34,11 +34,27 @@ from policy_lang import ast, collector
 from policy_lang.checker import CheckedPolicy, check
 from policy_lang.diagnostics import Diagnostic, Loc, PolicyError, with_sources
 from policy_lang.parser import parse as _parse_text
+from policy_lang.parser import reparse
 
 # A reload re-reads every file but reparses only those whose text changed: parsing is most of a
 # load, and an AST is immutable, so one per (text, file name) is shared. A file that does not
 # parse raises, and errors are never cached: it is parsed again, and reported again, each time.
-parse = functools.lru_cache(maxsize=256)(_parse_text)
+# A changed file is parsed from its first changed item on (policy_lang.parser.reparse), given
+# its last text and parse.
+_MAX_FILES = 256
+_last: dict[str, tuple[str, ast.PolicyFile]] = {}  # file name -> its latest text and parse
+
+
+def _parse_file(text: str, name: str) -> ast.PolicyFile:
+    before = _last.get(name)
+    tree = _parse_text(text, name) if before is None else reparse(text, name, before)
+    if len(_last) >= _MAX_FILES:
+        _last.clear()
+    _last[name] = (text, tree)
+    return tree
+
+
+parse = functools.lru_cache(maxsize=_MAX_FILES)(_parse_file)
 
 MANIFEST = "bundle.toml"
 POLICY_SUFFIX = ".pdp"

@@ -55,7 +55,13 @@ def compile_conditions(
             _role_test(c.role, env, role_tests) if type(c) is _RoleRef else c for c in constants
         ]
         fn = make(*values)
-        name = codegen.identifier("condition", names[i] if names else "", str(i))
+        own = names[i] if names else ""
+        # a rule's name is a Python identifier already (the grammar's NAME is one)
+        name = (
+            f"condition_{own}_{i}"
+            if own.isascii() and own.isidentifier()
+            else codegen.identifier("condition", own, str(i))
+        )
         fn.__name__ = fn.__qualname__ = name
         out.append(fn)
     return out

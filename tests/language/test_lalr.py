@@ -113,3 +113,35 @@ def test_the_driver_and_lark_agree_on_every_text(
             ok += got[0] == "ok"
     assert checked > 500
     assert 0 < ok < checked  # both kinds were exercised
+
+
+def _as_reparsed(old: str, new: str) -> Any:
+    try:
+        before = (old, parser.parse(old, "p.pdp"))
+    except PolicyError:
+        return None
+    try:
+        return ("ok", _deep(parser.reparse(new, "p.pdp", before)))
+    except PolicyError as exc:
+        return ("error", [d.format() for d in exc.diagnostics])
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_a_reparse_from_the_first_changed_item_is_a_whole_parse(seed: int) -> None:
+    """policy_lang.parser.reparse keeps the items before an edit and parses the rest: the same
+    tree, every location included, and the same diagnostics, as parsing the new text whole."""
+    rng = random.Random(seed)
+    saas = "\n".join(p.read_text(encoding="utf-8") for p in sorted(SAAS.glob("*.pdp")))
+    rules = "".join(
+        f"permit r{i}: read on document when resource.classification > {i}\n" for i in range(40)
+    )
+    kept = 0
+    for text in (saas, saas + rules):
+        for new in _mutations(text, rng, 150):
+            got = _as_reparsed(text, new)
+            assert got == _outcome(new), new
+            kept += got is not None and got[0] == "ok"
+        for cut in (len(text) - 1, len(text) // 2, 40):  # appended, edited mid-way, early
+            new = text[:cut] + "\npermit added: read on document\n" + text[cut:]
+            assert _as_reparsed(text, new) == _outcome(new)
+    assert kept > 50
