@@ -2,7 +2,8 @@
 reload after an edit to one of its files, and the example bundle's reload after a one-file edit.
 
 Each cold figure comes from a fresh interpreter (no parse or code cache, the parser not yet
-built); reloads run in one process, as the sidecar's reloader does. Only public entry points are
+built); reloads run in one process, as the sidecar's reloader does, each adding a rule to one
+file at its end, in its middle or at its top. Only public entry points are
 used, so the same script times an older checkout: `PYTHONPATH=/tmp/old python -m benchmarks.load`.
 
     python -m benchmarks.load [--runs 5] [--json out.json]
@@ -11,6 +12,7 @@ used, so the same script times an older checkout: `PYTHONPATH=/tmp/old python -m
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import shutil
 import statistics
@@ -64,6 +66,7 @@ def _stages(directory: str) -> dict[str, float]:
     from policy_lang.checker import check
     from policy_lang.parser import parse
 
+    gc.disable()  # each stage's own cost, in either checkout: the collector's is in the totals
     files = sorted(Path(directory).glob("*.pdp"))
     texts = [(str(p), p.read_text(encoding="utf-8")) for p in files]
     t0 = time.perf_counter()
@@ -83,13 +86,16 @@ def _stages(directory: str) -> dict[str, float]:
     }
 
 
-def _edit(path: Path, n: int, rule: str) -> None:
-    with path.open("a", encoding="utf-8") as f:
-        f.write(rule.format(n=n) + "\n")
+def _edit(path: Path, n: int, rule: str, where: str) -> None:
+    """Add a rule to the file: at its end, in its middle or at its top."""
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    at = {"end": len(lines), "middle": len(lines) // 2, "top": 0}[where]
+    lines.insert(at, rule.format(n=n) + "\n")
+    path.write_text("".join(lines), encoding="utf-8")
 
 
-def _reloads(directory: str, edited: str, rule: str, runs: int) -> list[float]:
-    """Load once, then `runs` times: append a new rule to one file, load and swap again."""
+def _reloads(directory: str, edited: str, rule: str, runs: int, where: str = "end") -> list[float]:
+    """Load once, then `runs` times: add a new rule to one file, load and swap again."""
     from pdp.bundle import load_bundle
     from pdp.engine import Engine
 
@@ -97,7 +103,7 @@ def _reloads(directory: str, edited: str, rule: str, runs: int) -> list[float]:
     engine.load(load_bundle(directory))
     times = []
     for n in range(runs):
-        _edit(Path(directory) / edited, n, rule)
+        _edit(Path(directory) / edited, n, rule, where)
         t0 = time.perf_counter()
         engine.load(load_bundle(directory))
         times.append(time.perf_counter() - t0)
@@ -131,9 +137,13 @@ def run(runs: int) -> dict[str, Any]:
         write_bundle(single, "many", many_rules_policy(10_000))
         single_colds = [_in_fresh_process("_cold", str(single)) for _ in range(runs)]
         stages = [_in_fresh_process("_stages", str(many)) for _ in range(runs)]
-        many_reload = _in_fresh_process(
-            "_reloads", str(many), "rules_3.pdp", MANY_EDIT, max(2 * runs, 10)
-        )
+        reloads = max(2 * runs, 10)
+        many_reload = {
+            where: _in_fresh_process(
+                "_reloads", str(many), f"rules_{k}.pdp", MANY_EDIT, reloads, where
+            )
+            for k, where in ((3, "end"), (5, "middle"), (7, "top"))
+        }
         saas = Path(tmp) / "saas"
         shutil.copytree(SAAS, saas)
         saas_reload = _in_fresh_process(
@@ -144,8 +154,9 @@ def run(runs: int) -> dict[str, Any]:
         for key in rows[0]:
             result[key] = statistics.median(r[key] for r in rows)
     result["one_file_total_s"] = statistics.median(r["total_s"] for r in single_colds)
-    result["many_reload_s"] = statistics.median(many_reload)
-    result["many_reload_max_s"] = max(many_reload)
+    for where, times in many_reload.items():
+        result[f"many_reload_{where}_s"] = statistics.median(times)
+        result[f"many_reload_{where}_max_s"] = max(times)
     result["saas_reload_s"] = statistics.median(saas_reload)
     result["saas_reload_max_s"] = max(saas_reload)
     return result
