@@ -229,9 +229,10 @@ class Client:
         *,
         timeout: float | None = None,
     ) -> Generator[Change, None, None]:
-        """Tuple changes as they commit, after `after_revision` (None: from now on). A
-        subscription: no deadline unless `timeout` is given, no retries. On a failure it raises;
-        resume with the last revision received. Closing the iterator cancels the call."""
+        """Tuple changes as they commit, after `after_revision` (None: from the first iteration
+        on: the call starts then). A subscription: no deadline unless `timeout` is given, no
+        retries. On a failure it raises; resume with the last revision received. Closing the
+        iterator cancels the call."""
         req = convert.watch_request(after_revision, object_types)
         call = self._admin.Watch(req, timeout=timeout, metadata=self._admin_metadata())
         try:
