@@ -18,6 +18,7 @@ from selenium.webdriver import ChromeOptions
 
 from benchmarks.lookup import LookupSuite
 from pdp.client import Client
+from pdp.sidecar import supervisor
 from policy_lang.parser import _Builder, _Callbacks
 
 # grpc calls every server interceptor's intercept_service (sidecar/grpc: AdminAuth, DecodeGuard).
@@ -59,3 +60,6 @@ http.server.BaseHTTPRequestHandler.do_POST, http.server.BaseHTTPRequestHandler.l
 
 # Selenium starts the browser at the binary its options name (tests/authoring/test_playground_browser.py).
 ChromeOptions.binary_location
+
+# The parent of `pdp serve --processes N` starts each child as `python -c ...child_main()`.
+supervisor.child_main

@@ -34,6 +34,7 @@ from pdp.sidecar.grpc.auth import AdminAuth, subjects_from
 from pdp.sidecar.grpc.decode_guard import DecodeGuard
 from pdp.sidecar.grpc.envoy import add_envoy_authorizer
 from pdp.sidecar.grpc.json_gateway import json_routes
+from pdp.sidecar.grpc.process import add_process_identity
 from pdp.sidecar.grpc.reflection import enable_reflection
 from pdp.sidecar.grpc.servicers import (
     SUBJECT_MODES,
@@ -48,6 +49,7 @@ from pdp.sidecar.metrics import Metrics
 from pdp.sidecar.reloader import Reloader
 from pdp.sidecar.service import Service
 from pdp.sidecar.store import open_store
+from pdp.sidecar.supervisor import Slot
 from pdp.tokens import TokenRuntime, build_tokens
 
 log = logging.getLogger(__name__)
@@ -114,6 +116,13 @@ class CannotListen(Unavailable):
         self.address = address
 
 
+def _per_process(path: Path | None, slot: Slot | None) -> Path | None:
+    """Each of N processes writes and rotates an audit file of its own: `audit.p1.jsonl`."""
+    if path is None or slot is None:
+        return path
+    return path.with_name(f"{path.stem}.p{slot.index}{path.suffix}")
+
+
 def _interceptors(
     cfg: Config, tokens: TokenRuntime | None, tracer: Tracer | None
 ) -> list[grpc.ServerInterceptor]:
@@ -135,12 +144,16 @@ def _interceptors(
     return interceptors
 
 
-def _bind(hostport: str) -> socket.socket:
+def _bind(hostport: str, *, shared: bool = False) -> socket.socket:
+    """A listening socket; `shared`: with SO_REUSEPORT, for one of the processes of
+    `--processes N` (pdp.sidecar.supervisor made sure the port is theirs alone)."""
     host, _, port = hostport.rpartition(":")
     host = host.strip("[]") or "127.0.0.1"
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if shared:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, int(port)))
         sock.listen(128)
@@ -159,8 +172,10 @@ class App:
         *,
         subject_from_token: SubjectFromToken | None = None,
         extra_routes: Sequence[BaseRoute] = (),
+        slot: Slot | None = None,
     ) -> None:
         self.cfg = cfg
+        self.slot = slot
         load = bundle_loader(cfg)  # an unusable verify key stops here, before anything is opened
         held = Slice.of(cfg.slice_types, cfg.slice_tenants)
         self.engine = Engine(cache_ttl=cfg.cache_ttl, cache_size=cfg.cache_size, slice_=held)
@@ -185,11 +200,12 @@ class App:
             quarantine_orphans=cfg.quarantine_orphans,
             consistency_wait=cfg.consistency_wait,
         )
+        audit_file = _per_process(cfg.audit_file, slot)
         self.file_sink = (
             audit.FileSink(
-                self.audit, cfg.audit_file, max_bytes=cfg.audit_max_bytes, backups=cfg.audit_backups
+                self.audit, audit_file, max_bytes=cfg.audit_max_bytes, backups=cfg.audit_backups
             )
-            if cfg.audit_file is not None
+            if audit_file is not None
             else None
         )
         self.tokens: TokenRuntime | None = None
@@ -220,7 +236,9 @@ class App:
             options=[
                 ("grpc.max_receive_message_length", cfg.limits.max_message_bytes),
                 ("grpc.max_send_message_length", cfg.limits.max_message_bytes),
-                ("grpc.so_reuseport", 0),  # a second sidecar on the same port must fail to bind
+                # a second sidecar on the same port must fail to bind; the N processes of one
+                # `pdp serve --processes N` share theirs (the supervisor holds it for them alone)
+                ("grpc.so_reuseport", 1 if slot is not None else 0),
             ],
         )
         pdp_pb2_grpc.add_AuthorizerServicer_to_server(self.authorizer, self.server)
@@ -228,8 +246,10 @@ class App:
         add_envoy_authorizer(self.server, self.service, cfg.envoy_routes, subject_from_token)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         enable_reflection((*SERVICE_NAMES, health.SERVICE_NAME), self.server)
+        if slot is not None:
+            add_process_identity(self.server, slot.index, slot.count)
         tcp = not cfg.listen.startswith("unix:")
-        if tcp and not cfg.listen.endswith(":0"):
+        if tcp and not cfg.listen.endswith(":0") and slot is None:
             # a plain bind first: it names the reason (busy, not a local address), and grpcio
             # would log a line of its own and raise a RuntimeError that names none
             _bind(cfg.listen).close()
@@ -253,7 +273,7 @@ class App:
         self._http_thread: threading.Thread | None = None
         self._http_sock: socket.socket | None = None
         if cfg.http_listen:
-            self._http_sock = _bind(cfg.http_listen)
+            self._http_sock = _bind(cfg.http_listen, shared=slot is not None)
             self.http_port = self._http_sock.getsockname()[1]
         self._stopped = threading.Event()
 

@@ -7,11 +7,14 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pdp.errors import Refused, Unavailable
 from pdp.sidecar import config, logs
 from pdp.tokens import settings as token_settings
+
+if TYPE_CHECKING:
+    from pdp.sidecar.supervisor import Slot
 
 # The sidecar's own options, then the token package's (defined once, in pdp.tokens.settings).
 OPTIONS = [*config.OPTIONS, *token_settings.OPTIONS]
@@ -70,10 +73,25 @@ def run(args: argparse.Namespace) -> int:
     if s["bundle"] is None:
         print("pdp serve: --bundle (or PDP_BUNDLE) is required", file=sys.stderr)
         return 2
+    if s["processes"] < 1:
+        print("pdp serve: --processes must be at least 1", file=sys.stderr)
+        return 2
+    if s["processes"] > 1:
+        from pdp.sidecar import supervisor  # the parent of N servers serves nothing itself
+
+        return supervisor.supervise(s)
+    return serve(s)
+
+
+def serve(s: dict[str, Any], slot: Slot | None = None) -> int:
+    """One server of merged settings `s`, until SIGTERM or SIGINT; `slot`: which of the processes
+    of `--processes N` this is (pdp.sidecar.supervisor), None for a sidecar alone."""
+    if slot is not None:
+        logs.configure(s["log_level"], s["log_format"])
     from pdp.sidecar import app  # deferred: `pdp --help` needs no gRPC
 
     try:
-        sidecar = app.App(config.config_from(s, token_settings.token_config(s)))
+        sidecar = app.App(config.config_from(s, token_settings.token_config(s)), slot=slot)
     except Refused as exc:  # e.g. an unusable --bundle-verify-key: say so, no traceback
         print(f"pdp serve: {exc}", file=sys.stderr)
         return 2
@@ -91,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"pdp: serving grpc={a.grpc_target}{http}", flush=True)
 
     sidecar.run_until_signal(ready)
-    print("pdp: stopped", flush=True)
+    if slot is None:  # a child's parent says it for them all, and may be gone already
+        print("pdp: stopped", flush=True)
     return 0
 
 

@@ -74,6 +74,9 @@ class Config:
     slice_tenants: frozenset[str] = frozenset()
     watch: bool = True
     workers: int = 16
+    # Server processes on the one port (pdp.sidecar.supervisor): each loads the bundle and follows
+    # the store itself, so a write at one is seen at the others as at any sidecar of a fleet.
+    processes: int = 1
     grace_seconds: float = 10.0
     cache_ttl: float | None = None  # None: the bundle's setting
     cache_size: int = 100_000
@@ -184,6 +187,13 @@ OPTIONS: list[Option] = [
         "of them, or has no tenant; empty = every tenant",
     ),
     ("workers", int, _default(Config, "workers"), "gRPC worker threads"),
+    (
+        "processes",
+        int,
+        _default(Config, "processes"),
+        "server processes sharing the gRPC and HTTP ports (more cores): each loads the bundle and "
+        "follows the store; /metrics and the audit stream are per process (docs/sidecar.md)",
+    ),
     (
         "grace_seconds",
         float,
@@ -335,6 +345,7 @@ def config_from(s: Mapping[str, Any], tokens: TokenConfig | None = None) -> Conf
         slice_tenants=_listed(s["slice_tenants"], "slice_tenants", _is_tenant),
         watch=not s["no_watch"],
         workers=s["workers"],
+        processes=s["processes"],
         grace_seconds=s["grace_seconds"],
         cache_ttl=s["cache_ttl"],
         audit_file=Path(s["audit_file"]) if s["audit_file"] else None,

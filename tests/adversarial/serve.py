@@ -57,6 +57,7 @@ class Served:
     bundle: Path
     data_dir: Path
     log: Path
+    ready_line: str = ""  # what it printed when it began serving
     channel: grpc.Channel = field(init=False)
 
     def __post_init__(self) -> None:
@@ -210,7 +211,7 @@ class ServeFactory:
             raise RuntimeError(f"pdp serve did not start: {line!r}\n{log.read_text()[-3000:]}")
         grpc_target = line.split("grpc=")[1].split()[0]
         http = line.split("http=")[1].split()[0] if "http=" in line else ""
-        served = Served(proc, grpc_target, http, bundle, data_dir, log)
+        served = Served(proc, grpc_target, http, bundle, data_dir, log, line.strip())
         self._served.append(served)
         return served
 
