@@ -90,7 +90,7 @@ def _edit(path: Path, n: int, rule: str, where: str) -> None:
     """Add a rule to the file: at its end, in its middle or at its top."""
     lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
     at = {"end": len(lines), "middle": len(lines) // 2, "top": 0}[where]
-    lines.insert(at, rule.format(n=n) + "\n")
+    lines.insert(at, rule.format(n=n, tag=f"{where}_{n}") + "\n")
     path.write_text("".join(lines), encoding="utf-8")
 
 
@@ -110,8 +110,8 @@ def _reloads(directory: str, edited: str, rule: str, runs: int, where: str = "en
     return times
 
 
-MANY_EDIT = "permit edit_{n}: a3 on t7 when subject.level >= {n} and resource.owner == subject.id"
-SAAS_EDIT = "permit edit_{n}: read on document when subject.clearance >= {n}"
+MANY_EDIT = "permit edit_{tag}: a3 on t7 when subject.level >= {n} and resource.owner == subject.id"
+SAAS_EDIT = "permit edit_{tag}: read on document when subject.clearance >= {n}"
 
 
 def _in_fresh_process(fn: str, *args: Any) -> Any:
