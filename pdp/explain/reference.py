@@ -315,7 +315,11 @@ class _Interpreter:
     def values(self, e: ast.Expr) -> tuple[tuple[str, str], ...]:
         """Each attribute `e` reads and each method result it computes, in source order, once."""
         out: dict[str, str] = {}
-        for node in ast.walk(e):
+        nodes = list(ast.walk(e))
+        if any(isinstance(node, ast.HasRole) for node in nodes):
+            # Who holds a role: the attributes roles are bound from (`bind roles from ...`).
+            nodes += [b.source for b in self.p.bindings if isinstance(b, ast.BindFrom)]
+        for node in nodes:
             if isinstance(node, ast.Path | ast.MethodCall):
                 text = expr(node)
                 if text in out:

@@ -176,3 +176,30 @@ def test_show_writes_policy_syntax() -> None:
         "true",
         "[1, 2]",
     ]
+
+
+def test_has_role_shows_the_attributes_roles_are_bound_from() -> None:
+    bundle = bundle_from_text(
+        """
+type user { attributes { roles: set<string>, level?: int } }
+type doc { actions read }
+role boss {}
+bind roles from subject.roles
+bind boss when subject.level > 5
+permit bosses: read on doc when subject has role boss
+"""
+    )
+    subject = Entity("user", "u", {"roles": frozenset({"boss"}), "level": 1})
+    out = evaluate(bundle.policy, naive_lookup(()), Request(subject, "read", Entity("doc", "d")))
+    roots = tree(out.trace)
+    (rule,) = roots
+    (leaf,) = rule.children
+    assert (leaf.step.id, leaf.step.outcome) == ("subject has role boss", "true")
+    assert leaf.step.values == (("subject.roles", '["boss"]'),)
+    (binding,) = leaf.children
+    assert (binding.step.kind, binding.step.id, binding.step.outcome) == (
+        "binding",
+        "bind:boss",
+        "not_held",
+    )
+    assert [c.step.values for c in binding.children] == [(("subject.level", "1"),)]
