@@ -36,6 +36,7 @@ from pdp.sidecar.grpc.envoy import add_envoy_authorizer
 from pdp.sidecar.grpc.json_gateway import json_routes
 from pdp.sidecar.grpc.process import add_process_identity
 from pdp.sidecar.grpc.reflection import enable_reflection
+from pdp.sidecar.grpc.rpc_metrics import RpcMetrics, RpcMetricsInterceptor
 from pdp.sidecar.grpc.servicers import (
     SUBJECT_MODES,
     TOKEN_ONLY,
@@ -124,13 +125,16 @@ def _per_process(path: Path | None, slot: Slot | None) -> Path | None:
 
 
 def _interceptors(
-    cfg: Config, tokens: TokenRuntime | None, tracer: Tracer | None
+    cfg: Config, tokens: TokenRuntime | None, tracer: Tracer | None, rpc_metrics: RpcMetrics
 ) -> list[grpc.ServerInterceptor]:
     # the decode guard first: it wraps what the others return, so garbage is refused
     # before anything else runs (AdminAuth still sees every call's metadata)
     interceptors: list[grpc.ServerInterceptor] = [DecodeGuard()]
     if tracer is not None:  # before AdminAuth: a refused admin call has its span too
         interceptors.append(TracingInterceptor(tracer))
+    # inside the span, so a call's duration carries its trace as an exemplar; before AdminAuth,
+    # so a refused admin call is counted with its code
+    interceptors.append(RpcMetricsInterceptor(rpc_metrics))
     if cfg.insecure_admin:
         log.warning(
             "INSECURE: --insecure-admin is set: anyone who can reach %s may write tuples, "
@@ -224,7 +228,8 @@ class App:
         self.admin = AdminServicer(self.service, cfg.limits)
         # Tracing is on only when OTEL_* asks for it; off, there is no interceptor and no cost.
         self.tracer = tracer_from_env()
-        interceptors = _interceptors(cfg, self.tokens, self.tracer)
+        self.rpc_metrics = RpcMetrics(self.service.metrics_registry)
+        interceptors = _interceptors(cfg, self.tokens, self.tracer, self.rpc_metrics)
         # Threaded server, measured faster than grpc.aio here (see benchmarks/grpc_load.py).
         # Each audit stream holds a worker, so the pool has room for every allowed subscriber.
         self.server = grpc.server(
@@ -261,7 +266,9 @@ class App:
             raise CannotListen(cfg.listen, "the gRPC server could not bind it")
         self.http_routes: list[BaseRoute] = [
             *http_routes(self.service),
-            *json_routes(self.authorizer, cfg.limits.max_message_bytes, self.tracer),
+            *json_routes(
+                self.authorizer, cfg.limits.max_message_bytes, self.tracer, self.rpc_metrics
+            ),
             *extra_routes,
         ]
         if self.tokens is not None:

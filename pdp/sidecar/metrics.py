@@ -1,6 +1,8 @@
-"""Sidecar metrics in the Prometheus text format: decisions, latency, cache, bundle, audit drops.
+"""Sidecar metrics: decisions, latency, cache, bundle, audit drops, the store.
 
-Counting is a few integer adds under one lock; everything else is read at scrape time.
+Counting is a few integer adds under one lock (a decision's cost is microseconds: a library
+counter per decision would double it); everything else is read at scrape time. prometheus_client
+renders them, in the Prometheus text format or OpenMetrics, whichever the scraper asks for.
 """
 
 from __future__ import annotations
@@ -8,8 +10,16 @@ from __future__ import annotations
 import bisect
 import threading
 import time
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
 
 from pdp.model import Decision, Effect, Reason
 
@@ -28,7 +38,6 @@ class Metrics:
         self._decisions: dict[tuple[Effect, Reason], int] = {}
         self._buckets = [0] * (len(BUCKETS) + 1)
         self._sum = 0.0
-        self._count = 0
         self._bundle_loads = 0
         self._bundle_rejections = 0
 
@@ -39,7 +48,6 @@ class Metrics:
             self._decisions[key] = self._decisions.get(key, 0) + 1
             self._buckets[i] += 1
             self._sum += seconds
-            self._count += 1
 
     def observe_batch(self, decisions: list[Decision], seconds: float) -> None:
         """A batch's decisions under one lock; each is timed as its share of the batch."""
@@ -54,7 +62,6 @@ class Metrics:
                 counts[key] = counts.get(key, 0) + 1
             self._buckets[i] += len(decisions)
             self._sum += seconds
-            self._count += len(decisions)
 
     def bundle_loaded(self) -> None:
         with self._lock:
@@ -64,7 +71,7 @@ class Metrics:
         with self._lock:
             self._bundle_rejections += 1
 
-    def render(
+    def families(
         self,
         *,
         cache: Mapping[str, int],
@@ -76,80 +83,94 @@ class Metrics:
         audit_subscribers: int,
         tuples_quarantined: int = 0,
         store: FollowerState | None = None,
-    ) -> str:
+    ) -> Iterator[Metric]:
+        """Every family, as of now: what the /metrics registry's collector yields at a scrape."""
         with self._lock:
             decisions = dict(self._decisions)
-            buckets, total, count = list(self._buckets), self._sum, self._count
+            buckets, total = list(self._buckets), self._sum
             loads, rejections = self._bundle_loads, self._bundle_rejections
-        out: list[str] = []
-        add = out.append
-        add("# HELP pdp_decisions_total Check decisions by effect and reason.")
-        add("# TYPE pdp_decisions_total counter")
-        named = sorted(((e.value, r.value), n) for (e, r), n in decisions.items())
-        for (effect, reason), n in named:
-            add(f'pdp_decisions_total{{effect="{effect}",reason="{reason}"}} {n}')
-        add("# HELP pdp_check_duration_seconds Server-side time to decide one check.")
-        add("# TYPE pdp_check_duration_seconds histogram")
-        running = 0
-        for le, n in zip((*BUCKETS, "+Inf"), buckets, strict=True):
+        counted = CounterMetricFamily(
+            "pdp_decisions", "Check decisions by effect and reason.", labels=("effect", "reason")
+        )
+        for (effect, reason), n in sorted(
+            ((e.value, r.value), n) for (e, r), n in decisions.items()
+        ):
+            counted.add_metric((effect, reason), n)
+        yield counted
+        cumulative, running = [], 0
+        for le, n in zip((*map(str, BUCKETS), "+Inf"), buckets, strict=True):
             running += n
-            add(f'pdp_check_duration_seconds_bucket{{le="{le}"}} {running}')
-        add(f"pdp_check_duration_seconds_sum {total}")
-        add(f"pdp_check_duration_seconds_count {count}")
+            cumulative.append((le, running))
+        yield HistogramMetricFamily(
+            "pdp_check_duration_seconds",
+            "Server-side time to decide one check.",
+            buckets=cumulative,
+            sum_value=total,
+        )
         hits, misses = cache.get("hits", 0), cache.get("misses", 0)
-        _gauge(add, "pdp_cache_hits_total", "Decision cache hits.", hits, "counter")
-        _gauge(add, "pdp_cache_misses_total", "Decision cache misses.", misses, "counter")
+        yield CounterMetricFamily("pdp_cache_hits", "Decision cache hits.", value=hits)
+        yield CounterMetricFamily("pdp_cache_misses", "Decision cache misses.", value=misses)
         rate = hits / (hits + misses) if hits + misses else 0.0
-        _gauge(add, "pdp_cache_hit_ratio", "Cache hits over lookups since start.", rate)
-        _gauge(add, "pdp_cache_entries", "Decisions in the cache.", cache.get("size", 0))
-        add("# HELP pdp_bundle_info The active bundle (value 1), or none (no series).")
-        add("# TYPE pdp_bundle_info gauge")
+        yield GaugeMetricFamily("pdp_cache_hit_ratio", "Cache hits over lookups since start.", rate)
+        yield GaugeMetricFamily(
+            "pdp_cache_entries", "Decisions in the cache.", cache.get("size", 0)
+        )
+        info = GaugeMetricFamily(
+            "pdp_bundle_info",
+            "The active bundle (value 1), or none (no series).",
+            labels=("name", "revision"),
+        )
         if bundle_revision:
-            name, rev = _escape(bundle_name), _escape(bundle_revision)
-            add(f'pdp_bundle_info{{name="{name}",revision="{rev}"}} 1')
-        _gauge(add, "pdp_bundle_loaded_timestamp_seconds", "When it loaded.", bundle_loaded_at)
-        _gauge(add, "pdp_bundle_loads_total", "Bundles loaded.", loads, "counter")
-        _gauge(add, "pdp_bundle_rejections_total", "Bundles refused.", rejections, "counter")
-        _gauge(add, "pdp_tuple_revision", "Current relation-tuple revision.", tuple_revision)
-        _gauge(
-            add,
+            info.add_metric((bundle_name, bundle_revision), 1)
+        yield info
+        yield GaugeMetricFamily(
+            "pdp_bundle_loaded_timestamp_seconds", "When it loaded.", bundle_loaded_at
+        )
+        yield CounterMetricFamily("pdp_bundle_loads", "Bundles loaded.", value=loads)
+        yield CounterMetricFamily("pdp_bundle_rejections", "Bundles refused.", value=rejections)
+        yield GaugeMetricFamily(
+            "pdp_tuple_revision", "Current relation-tuple revision.", tuple_revision
+        )
+        yield GaugeMetricFamily(
             "pdp_tuples_quarantined",
             "Stored tuple rows a start could not apply (see BundleStatus).",
             tuples_quarantined,
         )
-        _gauge(
-            add, "pdp_audit_dropped_events_total", "Audit events dropped.", audit_dropped, "counter"
+        yield CounterMetricFamily(
+            "pdp_audit_dropped_events", "Audit events dropped.", value=audit_dropped
         )
-        _gauge(add, "pdp_audit_subscribers", "Connected audit consumers.", audit_subscribers)
+        yield GaugeMetricFamily(
+            "pdp_audit_subscribers", "Connected audit consumers.", audit_subscribers
+        )
         if store is not None:
-            _store_gauges(add, store)
-        return "\n".join(out) + "\n"
+            yield from _store_families(store)
 
 
-def _store_gauges(add: Callable[[str], None], store: FollowerState) -> None:
-    _gauge(add, "pdp_store_connected", "1 while the tuple store answers.", int(store.connected))
-    _gauge(add, "pdp_store_revision", "Newest revision seen in the tuple store.", store.head)
-    _gauge(
-        add,
+def _store_families(store: FollowerState) -> Iterator[Metric]:
+    yield GaugeMetricFamily(
+        "pdp_store_connected", "1 while the tuple store answers.", int(store.connected)
+    )
+    yield GaugeMetricFamily(
+        "pdp_store_revision", "Newest revision seen in the tuple store.", store.head
+    )
+    yield GaugeMetricFamily(
         "pdp_store_lag_revisions",
         "Store revisions not yet applied here.",
         max(store.head - store.applied, 0),
     )
-    _gauge(
-        add,
+    yield GaugeMetricFamily(
         "pdp_store_seconds_since_contact",
         "Seconds since the tuple store last answered.",
         round(time.monotonic() - store.last_contact, 3),
     )
 
 
-def _gauge(
-    add: Callable[[str], None], name: str, help_: str, value: float, kind: str = "gauge"
-) -> None:
-    add(f"# HELP {name} {help_}")
-    add(f"# TYPE {name} {kind}")
-    add(f"{name} {value}")
+class ScrapeCollector(Collector):
+    """Registered in the /metrics registry: at each scrape, `families(**state())`."""
 
+    def __init__(self, metrics: Metrics, state: Callable[[], Mapping[str, Any]]) -> None:
+        self._metrics = metrics
+        self._state = state
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    def collect(self) -> Iterator[Metric]:
+        return self._metrics.families(**self._state())

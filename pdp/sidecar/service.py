@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from prometheus_client import CollectorRegistry
+
 from pdp.bundle import Bundle, BundleError
 from pdp.engine import Engine, SnapshotView
 from pdp.engine.lookup import Lookup, lookup_resources, lookup_subjects
@@ -23,7 +25,7 @@ from pdp.explain import explain as explain_decision
 from pdp.model import Decision, Entity, Request, Value
 from pdp.sidecar import audit
 from pdp.sidecar.follower import Follower, FollowerState
-from pdp.sidecar.metrics import Metrics
+from pdp.sidecar.metrics import Metrics, ScrapeCollector
 from pdp.sidecar.store import Change, Store, StoreUnavailable
 from pdp.sidecar.watch import watch
 from pdp.sidecar.writer import QuarantineReport, Writer
@@ -88,6 +90,10 @@ class Service:
         self.engine = engine
         self.audit = hub
         self.metrics = metrics
+        # What /metrics renders: these families, read at each scrape, and whatever the transport
+        # registers beside them (per-call RED metrics).
+        self.metrics_registry = CollectorRegistry(auto_describe=False)
+        self.metrics_registry.register(ScrapeCollector(metrics, self._scrape_state))
         self.store = store
         self.follower = follower
         # How long a check that demands a newer tuple revision waits for it (then STALE_TUPLES).
@@ -342,19 +348,19 @@ class Service:
             slice=self.engine.tuples.slice.describe(),
         )
 
-    def metrics_text(self) -> str:
+    def _scrape_state(self) -> dict[str, object]:
         st = self.status()
-        return self.metrics.render(
-            cache=self.engine.cache_stats(),
-            bundle_name=st.name,
-            bundle_revision=st.revision,
-            bundle_loaded_at=st.loaded_at,
-            tuple_revision=st.tuple_revision,
-            audit_dropped=self.audit.dropped,
-            audit_subscribers=self.audit.subscriber_count,
-            tuples_quarantined=st.quarantine.count,
-            store=st.follower,
-        )
+        return {
+            "cache": self.engine.cache_stats(),
+            "bundle_name": st.name,
+            "bundle_revision": st.revision,
+            "bundle_loaded_at": st.loaded_at,
+            "tuple_revision": st.tuple_revision,
+            "audit_dropped": self.audit.dropped,
+            "audit_subscribers": self.audit.subscriber_count,
+            "tuples_quarantined": st.quarantine.count,
+            "store": st.follower,
+        }
 
 
 class Batch:

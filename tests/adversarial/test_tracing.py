@@ -15,6 +15,7 @@ import grpc
 import httpx
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from pdp._proto.pdp.v1 import pdp_pb2, pdp_pb2_grpc
 from pdp.client import check_request
@@ -152,6 +153,30 @@ def test_calls_join_the_callers_trace_with_their_decision(
     )
     (_, span) = wait_for(lambda: collector.of_trace(trace_id), timeout=20)[0]
     assert span.status.code != span.status.STATUS_CODE_ERROR
+
+    # RED metrics per call, each duration with its trace as an exemplar (OpenMetrics asked for)
+    scraped = httpx.get(
+        f"http://{served.http}/metrics",
+        headers={"accept": "application/openmetrics-text; version=1.0.0"},
+        timeout=10,
+    )
+    assert scraped.headers["content-type"].startswith("application/openmetrics-text")
+    families = {f.name: f for f in text_string_to_metric_families(scraped.text)}
+    calls = {
+        (s.labels["transport"], s.labels["method"], s.labels["code"]): s.value
+        for s in families["pdp_rpc_requests"].samples
+        if s.name == "pdp_rpc_requests_total"
+    }
+    assert calls[("grpc", "Check", "OK")] >= 1
+    assert calls[("http", "Check", "OK")] >= 1
+    assert calls[("grpc", "BundleStatus", "UNAUTHENTICATED")] == 1
+    assert calls[("grpc", "BundleStatus", "OK")] == 1
+    exemplars = [
+        s.exemplar.labels
+        for s in families["pdp_rpc_duration_seconds"].samples
+        if s.exemplar is not None and s.labels.get("method") == "BundleStatus"
+    ]
+    assert {"trace_id": trace_id, "span_id": span.span_id.hex()} in exemplars
     served.stop()
 
 

@@ -17,6 +17,7 @@ with internals in the message).
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -31,6 +32,7 @@ from starlette.routing import BaseRoute, Route
 
 from pdp._proto.pdp.v1 import pdp_pb2
 from pdp.sidecar.grpc.openapi import openapi_document
+from pdp.sidecar.grpc.rpc_metrics import RpcMetrics
 from pdp.sidecar.grpc.servicers import AuthorizerServicer
 from pdp.sidecar.grpc.tracing import Tracer
 
@@ -155,7 +157,10 @@ class HttpCallContext:
 
 
 def json_routes(
-    servicer: AuthorizerServicer, max_body_bytes: int, tracer: Tracer | None = None
+    servicer: AuthorizerServicer,
+    max_body_bytes: int,
+    tracer: Tracer | None = None,
+    rpc_metrics: RpcMetrics | None = None,
 ) -> list[BaseRoute]:
     """The HTTP/JSON routes over `servicer` (the gRPC server's own), and GET /openapi.json; each
     call in its span when `tracer` is on, as over gRPC."""
@@ -167,17 +172,33 @@ def json_routes(
     routes: list[BaseRoute] = [Route("/openapi.json", openapi, methods=["GET"])]
     for route in ROUTES:
         routes.append(
-            Route(route.path, _endpoint(servicer, route, max_body_bytes, tracer), methods=["POST"])
+            Route(
+                route.path,
+                _endpoint(servicer, route, max_body_bytes, tracer, rpc_metrics),
+                methods=["POST"],
+            )
         )
     return routes
 
 
 def _endpoint(
-    servicer: AuthorizerServicer, route: JsonRoute, max_body_bytes: int, tracer: Tracer | None
+    servicer: AuthorizerServicer,
+    route: JsonRoute,
+    max_body_bytes: int,
+    tracer: Tracer | None,
+    rpc_metrics: RpcMetrics | None,
 ) -> Callable[[HttpRequest], Any]:
     method = getattr(servicer, route.method)
-    if tracer is not None:
-        method = _traced(method, f"pdp.v1.Authorizer/{route.method}", route.streamed, tracer)
+    name = f"pdp.v1.Authorizer/{route.method}"
+    if tracer is not None:  # the span covers a stream's every message
+        method = _traced(method, name, route.streamed, tracer)
+
+    def answer(message: Message, context: HttpCallContext) -> dict[str, Any]:
+        return _call(method, message, context, route.streamed)
+
+    call: Callable[[Message, HttpCallContext], dict[str, Any]] = answer
+    if rpc_metrics is not None:  # counted once the answer is whole, a stream drained
+        call = _counted(call, name, rpc_metrics)
 
     async def endpoint(http: HttpRequest) -> Response:
         body = await _body(http, max_body_bytes)
@@ -195,7 +216,7 @@ def _endpoint(
             return _error(400, grpc.StatusCode.INVALID_ARGUMENT, f"body: {exc}")
         context = HttpCallContext(_metadata(http))
         try:
-            answer = await run_in_threadpool(_call, method, message, context, route.streamed)
+            answer = await run_in_threadpool(call, message, context)
         except CallAborted as exc:
             return _error(HTTP_STATUS.get(exc.code, 500), exc.code, exc.details)
         return JSONResponse(answer)
@@ -213,6 +234,26 @@ def _call(
         # the servicer may abort before its first message or between two: CallAborted either way
         return {"results": [_as_json(m) for m in method(message, context)]}
     return _as_json(method(message, context))
+
+
+def _counted(
+    method: Callable[[Message, HttpCallContext], dict[str, Any]],
+    name: str,
+    rpc_metrics: RpcMetrics,
+) -> Callable[[Message, HttpCallContext], dict[str, Any]]:
+    def counted(message: Message, context: HttpCallContext) -> dict[str, Any]:
+        start, code = time.perf_counter(), "UNKNOWN"
+        try:
+            answer = method(message, context)
+            code = "OK"
+            return answer
+        except CallAborted as exc:
+            code = exc.code.name
+            raise
+        finally:
+            rpc_metrics.record("http", name, code, time.perf_counter() - start)
+
+    return counted
 
 
 def _traced(
