@@ -216,3 +216,17 @@ def test_a_killed_child_is_restarted(pdp_serve: ServeFactory, saas_bundle: Path)
     assert served.running
     assert served.stop() == 0
     wait_for(lambda: all(_gone(p) for p in expected))
+
+
+def test_processes_need_a_tcp_port_and_at_least_one(
+    pdp_serve: ServeFactory, saas_bundle: Path
+) -> None:
+    """A unix socket cannot be shared by port; zero processes is not a sidecar."""
+    for args, message in (
+        (["--processes", "2", "--listen", f"unix:{pdp_serve.root}/p.sock"], "not a unix socket"),
+        (["--processes", "0"], "--processes must be at least 1"),
+    ):
+        log = pdp_serve.root / f"bad-{args[1]}.log"
+        proc = pdp_serve.popen(saas_bundle, args=args, log=log)
+        assert proc.wait(30) == 2
+        assert message in log.read_text()
