@@ -253,17 +253,7 @@ class App:
         enable_reflection((*SERVICE_NAMES, health.SERVICE_NAME), self.server)
         if slot is not None:
             add_process_identity(self.server, slot.index, slot.count)
-        tcp = not cfg.listen.startswith("unix:")
-        if tcp and not cfg.listen.endswith(":0") and slot is None:
-            # a plain bind first: it names the reason (busy, not a local address), and grpcio
-            # would log a line of its own and raise a RuntimeError that names none
-            _bind(cfg.listen).close()
-        try:
-            self.grpc_port = self.server.add_insecure_port(cfg.listen)
-        except RuntimeError as exc:  # grpcio >= 1.50 raises where older ones returned 0
-            raise CannotListen(cfg.listen, "the gRPC server could not bind it") from exc
-        if self.grpc_port == 0 and tcp:
-            raise CannotListen(cfg.listen, "the gRPC server could not bind it")
+        self.grpc_port = 0
         self.http_routes: list[BaseRoute] = [
             *http_routes(self.service),
             *json_routes(
@@ -279,10 +269,29 @@ class App:
         self._http: uvicorn.Server | None = None
         self._http_thread: threading.Thread | None = None
         self._http_sock: socket.socket | None = None
-        if cfg.http_listen:
-            self._http_sock = _bind(cfg.http_listen, shared=slot is not None)
-            self.http_port = self._http_sock.getsockname()[1]
         self._stopped = threading.Event()
+        if slot is None:  # a port in use stops the start here, before anything runs
+            self._listen()
+
+    def _listen(self) -> None:
+        """Bind the gRPC and HTTP ports. A process of `--processes N` binds in `start`, once its
+        bundle is loaded: the kernel sends it connections from its bind on, and a restarted one
+        must not hold new connections waiting while it loads."""
+        cfg, shared = self.cfg, self.slot is not None
+        tcp = not cfg.listen.startswith("unix:")
+        if tcp and not cfg.listen.endswith(":0") and not shared:
+            # a plain bind first: it names the reason (busy, not a local address), and grpcio
+            # would log a line of its own and raise a RuntimeError that names none
+            _bind(cfg.listen).close()
+        try:
+            self.grpc_port = self.server.add_insecure_port(cfg.listen)
+        except RuntimeError as exc:  # grpcio >= 1.50 raises where older ones returned 0
+            raise CannotListen(cfg.listen, "the gRPC server could not bind it") from exc
+        if self.grpc_port == 0 and tcp:
+            raise CannotListen(cfg.listen, "the gRPC server could not bind it")
+        if cfg.http_listen:
+            self._http_sock = _bind(cfg.http_listen, shared=shared)
+            self.http_port = self._http_sock.getsockname()[1]
 
     def _set_serving(self, serving: bool) -> None:
         status = (
@@ -309,6 +318,8 @@ class App:
                 "no valid bundle at %s; every check is denied until one loads",
                 redacted(self.cfg.bundle_url) if self.cfg.bundle_url else self.cfg.bundle,
             )
+        if self.slot is not None:
+            self._listen()  # before any thread starts: a refusal leaves nothing running
         if self.cfg.watch:
             self.reloader.start()
         if self.follower is not None:

@@ -108,7 +108,11 @@ def serve(s: dict[str, Any], slot: Slot | None = None) -> int:
         http = f" http={host}:{a.http_port}" if a.http_port else ""
         print(f"pdp: serving grpc={a.grpc_target}{http}", flush=True)
 
-    sidecar.run_until_signal(ready)
+    try:
+        sidecar.run_until_signal(ready)
+    except Unavailable as exc:  # one of N processes binds at start: its port was taken meanwhile
+        print(f"pdp serve: {exc}", file=sys.stderr)
+        return 1
     if slot is None:  # a child's parent says it for them all, and may be gone already
         print("pdp: stopped", flush=True)
     return 0
