@@ -19,6 +19,7 @@ from selenium.webdriver import ChromeOptions
 from benchmarks.lookup import LookupSuite
 from pdp.client import Client
 from pdp.sidecar import supervisor
+from pdp.sidecar.metrics import ScrapeCollector
 from policy_lang.parser import _Builder, _Callbacks
 
 # grpc calls every server interceptor's intercept_service (sidecar/grpc: AdminAuth, DecodeGuard).
@@ -63,3 +64,6 @@ ChromeOptions.binary_location
 
 # The parent of `pdp serve --processes N` starts each child as `python -c ...child_main()`.
 supervisor.child_main
+
+# prometheus_client calls a registered collector's `collect` at each scrape.
+ScrapeCollector.collect
