@@ -40,6 +40,7 @@ class Metrics:
         self._sum = 0.0
         self._bundle_loads = 0
         self._bundle_rejections = 0
+        self._unknown_names: dict[str, int] = {}  # by kind: type, action, subject_type, attribute
 
     def observe(self, decision: Decision, seconds: float) -> None:
         key = (decision.effect, decision.reason)
@@ -48,6 +49,8 @@ class Metrics:
             self._decisions[key] = self._decisions.get(key, 0) + 1
             self._buckets[i] += 1
             self._sum += seconds
+            if decision.errors:  # rare: the usual decision pays one attribute test
+                self._count_unknown(decision.errors)
 
     def observe_batch(self, decisions: list[Decision], seconds: float) -> None:
         """A batch's decisions under one lock; each is timed as its share of the batch."""
@@ -60,8 +63,17 @@ class Metrics:
             for d in decisions:
                 key = (d.effect, d.reason)
                 counts[key] = counts.get(key, 0) + 1
+                if d.errors:
+                    self._count_unknown(d.errors)
             self._buckets[i] += len(decisions)
             self._sum += seconds
+
+    def _count_unknown(self, errors: tuple[str, ...]) -> None:
+        """Count the names a request used that the bundle does not know (under the lock)."""
+        for error in errors:
+            kind = _unknown_kind(error)
+            if kind:
+                self._unknown_names[kind] = self._unknown_names.get(kind, 0) + 1
 
     def bundle_loaded(self) -> None:
         with self._lock:
@@ -89,6 +101,7 @@ class Metrics:
             decisions = dict(self._decisions)
             buckets, total = list(self._buckets), self._sum
             loads, rejections = self._bundle_loads, self._bundle_rejections
+            unknown_names = dict(self._unknown_names)
         counted = CounterMetricFamily(
             "pdp_decisions", "Check decisions by effect and reason.", labels=("effect", "reason")
         )
@@ -107,6 +120,15 @@ class Metrics:
             buckets=cumulative,
             sum_value=total,
         )
+        unknown = CounterMetricFamily(
+            "pdp_unknown_names",
+            "Check requests naming what the bundle does not know (a typo, or a stale caller),"
+            " by kind: type, action, subject_type, attribute. Each is a deny.",
+            labels=("kind",),
+        )
+        for kind, n in sorted(unknown_names.items()):
+            unknown.add_metric((kind,), n)
+        yield unknown
         hits, misses = cache.get("hits", 0), cache.get("misses", 0)
         yield CounterMetricFamily("pdp_cache_hits", "Decision cache hits.", value=hits)
         yield CounterMetricFamily("pdp_cache_misses", "Decision cache misses.", value=misses)
@@ -163,6 +185,21 @@ def _store_families(store: FollowerState) -> Iterator[Metric]:
         "Seconds since the tuple store last answered.",
         round(time.monotonic() - store.last_contact, 3),
     )
+
+
+_UNKNOWN_KINDS = frozenset({"type", "action", "subject_type"})
+
+
+def _unknown_kind(error: str) -> str:
+    """The kind of name a decision error says is unknown or missing, or "" for any other error.
+    The engine writes them as `unknown action "reed" for type document; ...` and
+    `RULE: missing attribute `resource.tenant``."""
+    if error.startswith("unknown "):
+        kind = error[len("unknown ") :].partition(' "')[0].replace(" ", "_")
+        return kind if kind in _UNKNOWN_KINDS else ""  # a label's values stay a fixed few
+    if "missing attribute `" in error:
+        return "attribute"
+    return ""
 
 
 class ScrapeCollector(Collector):

@@ -68,6 +68,17 @@ def test_a_misspelt_action_is_named_in_the_answer_and_the_audit_event(
             "tenant_isolation: missing attribute `tenant`",
             'unknown subject type "usr"; did you mean "user"?',
         ]
+        # and a metric counts them, by kind
+        counted = {
+            line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+            for line in _metrics(served.http).splitlines()
+            if line.startswith("pdp_unknown_names_total")
+        }
+        assert counted == {
+            'pdp_unknown_names_total{kind="action"}': 1.0,
+            'pdp_unknown_names_total{kind="attribute"}': 1.0,
+            'pdp_unknown_names_total{kind="subject_type"}': 1.0,
+        }
     finally:
         stream.cancel()
         reader.join(10)
