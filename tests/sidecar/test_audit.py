@@ -87,6 +87,64 @@ def test_allows_sampled_denies_always() -> None:
     assert sub.get(0) is None
 
 
+def test_a_batch_is_recorded_as_one_event_per_decision_in_order() -> None:
+    hub = audit.AuditHub(AuditSettings(allow_sample_rate=0.0))
+    sub = hub.subscribe()
+    single = hub.decision(REQ, DENY)
+    ids = hub.decisions([REQ] * 4, [DENY, ALLOW, DENY, ALLOW], lambda: [("x-trace", "t1")])
+    after = hub.decision(REQ, DENY)
+    assert len({single, *ids, after}) == 6  # every decision gets its own id, allows too
+    assert hub.flush()
+    got = [sub.get(0) for _ in range(4)]
+    assert sub.get(0) is None  # sampled-out allows are not recorded
+    assert [e.decision_id for e in got] == [single, ids[0], ids[2], after]
+    assert [e.sequence for e in got] == sorted(e.sequence for e in got)
+
+
+def test_a_batch_past_the_queue_capacity_counts_what_it_drops() -> None:
+    hub = audit.AuditHub(AuditSettings(queue_capacity=3))
+    sub = hub.subscribe()
+    release, entered = threading.Event(), threading.Event()
+    real_put_many = sub.put_many
+
+    def held(events: list[audit.AuditEvent]) -> None:
+        entered.set()
+        release.wait(5)
+        real_put_many(events)
+
+    sub.put_many = held  # type: ignore[method-assign]
+    first = hub.decision(REQ, DENY)
+    assert entered.wait(5)  # the dispatcher holds the first event; the queue is empty
+    ids = hub.decisions([REQ] * 5, [DENY] * 5)
+    assert hub.dropped == 2
+    release.set()
+    assert hub.flush()
+    assert [sub.get(0).decision_id for _ in range(4)] == [first, *ids[:3]]
+
+
+def test_batch_check_audits_each_decided_item_with_the_id_it_answered(app: App, authz) -> None:
+    sub = app.audit.subscribe()
+    items = [
+        pdp_pb2.BatchCheckItem(correlation_id="a", request=req()),
+        pdp_pb2.BatchCheckItem(correlation_id="b", request=req(MALLORY)),
+        pdp_pb2.BatchCheckItem(correlation_id="bad", request=req(action="")),
+        pdp_pb2.BatchCheckItem(correlation_id="c", request=req()),
+    ]
+    results = authz.BatchCheck(pdp_pb2.BatchCheckRequest(items=items)).results
+    assert [r.correlation_id for r in results] == ["a", "b", "bad", "c"]
+    assert results[2].HasField("error")  # never decided, so never audited
+    answered = [r.response.decision_id for r in results if r.HasField("response")]
+    assert len(set(answered)) == 3
+    assert app.audit.flush()
+    events = [sub.get(0) for _ in range(3)]
+    assert sub.get(0) is None
+    assert [e.decision_id for e in events] == answered
+    assert [e.request.subject.id for e in events] == ["alice", "mallory", "alice"]
+    assert [e.decision.allowed for e in events] == [
+        r.response.decision == pdp_pb2.EFFECT_ALLOW for r in results if r.HasField("response")
+    ]
+
+
 def test_file_sink_rotates_by_size(tmp_path: Path) -> None:
     hub = audit.AuditHub()
     path = tmp_path / "audit.jsonl"

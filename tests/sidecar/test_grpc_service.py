@@ -11,7 +11,7 @@ from google.protobuf import struct_pb2
 
 from pdp._proto.pdp.v1 import pdp_pb2, pdp_pb2_grpc
 from pdp.sidecar.app import App
-from pdp.sidecar.config import Limits
+from pdp.sidecar.config import AuditSettings, Limits
 
 from .support import ALICE, MALLORY, doc, req, tuple_pb
 
@@ -52,6 +52,32 @@ def test_explain_returns_a_trace_and_bypasses_the_cache(authz) -> None:
     steps = {(s.kind, s.id): s.outcome for s in resp.trace}
     assert steps[("permit", "tenant_editors")] == "matched"
     assert steps[("forbid", "secret_hidden")] == "not_matched"
+
+
+def test_explain_carries_the_values_each_condition_compared_masked_as_the_audit_masks(
+    make_app: Callable[..., App],
+) -> None:
+    app = make_app(audit=AuditSettings(mask=frozenset({"subject.tenant"})))
+    with grpc.insecure_channel(app.grpc_target) as ch:
+        resp = pdp_pb2_grpc.AuthorizerStub(ch).Check(req(explain=True), timeout=10)
+    compared = {
+        (step.id, v.expr): v.value
+        for step in resp.trace
+        if step.kind == "condition"
+        for v in step.values
+    }
+    assert compared == {
+        ("has(resource.classification)", "resource.classification"): "(missing)",
+        ("subject.tenant == resource.tenant", "subject.tenant"): "***",  # never the value
+        ("subject.tenant == resource.tenant", "resource.tenant"): '"acme"',
+        ('subject.role == "editor"', "subject.role"): '"editor"',
+    }
+    # children first: a rule's conditions are the deeper steps just before it
+    assert [(s.depth, s.kind) for s in resp.trace][-3:] == [
+        (1, "condition"),
+        (1, "condition"),
+        (0, "permit"),
+    ]
 
 
 def test_batch_answers_in_order_with_duplicates_and_bad_items(authz) -> None:

@@ -23,7 +23,7 @@ from pdp.sidecar import audit
 from pdp.sidecar.config import DEFAULT_LIMITS, Limits
 from pdp.sidecar.grpc import wire
 from pdp.sidecar.grpc.status import RequestInvalid, Unauthenticated, abort, to_status
-from pdp.sidecar.service import Service
+from pdp.sidecar.service import CheckItem, Service
 from pdp.tenancy import OPERATOR, Caller
 
 # Who an admin call is made by (the verified token's `sub` and tenant), set by the admin
@@ -39,6 +39,8 @@ SubjectFromToken = Callable[[str], Entity]
 TRUSTED, TOKEN_ONLY = "trusted", "token-only"
 SUBJECT_MODES = (TRUSTED, TOKEN_ONLY)
 _CONVERSION_CACHE_SIZE = 50_000
+# The subjects a batch's tokens proved, or why a token proved none: each verified once a call.
+_Tokens = dict[str, Entity | Exception]
 
 
 class AuthorizerServicer(pdp_pb2_grpc.AuthorizerServicer):
@@ -60,13 +62,14 @@ class AuthorizerServicer(pdp_pb2_grpc.AuthorizerServicer):
         self._subject_from_token = subject_from_token
         self._entities: dict[bytes, Entity] = {}
         self._contexts: dict[bytes, Mapping[str, Value]] = {}
-        self._requests: dict[bytes, Request] = {}
+        self._requests: dict[bytes, CheckItem] = {}
         self._templates = wire.ResponseTemplates()
 
     def _entity(self, msg: pdp_pb2.Entity, path: str) -> Entity:
         # Walking a Struct from Python costs ~15 us; the same subjects and resources come back
-        # call after call, so convert each distinct message once. Bytes are the exact key.
-        key = msg.SerializeToString(deterministic=True)
+        # call after call, so convert each distinct message once. Bytes are the exact key (any
+        # faithful encoding: see _convert_cached).
+        key = msg.SerializeToString()
         entity = self._entities.get(key)
         if entity is None:
             entity = wire.entity(msg, path, self._limits)  # raises before anything is cached
@@ -78,7 +81,7 @@ class AuthorizerServicer(pdp_pb2_grpc.AuthorizerServicer):
     def _context(self, msg: struct_pb2.Struct, path: str) -> Mapping[str, Value]:
         if not msg.fields:
             return EMPTY
-        key = msg.SerializeToString(deterministic=True)
+        key = msg.SerializeToString()
         context = self._contexts.get(key)
         if context is None:
             context = wire.attrs(msg, path, self._limits)
@@ -87,32 +90,45 @@ class AuthorizerServicer(pdp_pb2_grpc.AuthorizerServicer):
             self._contexts[key] = context
         return context
 
-    def _request(self, msg: pdp_pb2.CheckRequest, path: str) -> Request:
+    def _request(
+        self, msg: pdp_pb2.CheckRequest, path: str, tokens: _Tokens | None = None
+    ) -> CheckItem:
+        """A CheckRequest as a check; `tokens`: the subjects of tokens this call verified."""
         if msg.WhichOneof("principal") != "subject" or self._token_only:
-            return self._convert(msg, path)
+            return self._convert(msg, path, tokens)
         # A request with an explicit subject is a pure function of its bytes: convert each
         # distinct one once (a token-bearing request is never cached: it must be verified).
-        key = msg.SerializeToString(deterministic=True)
-        req = self._requests.get(key)
-        if req is None:
-            req = self._convert(msg, path)  # raises before anything is cached
+        return self._convert_cached(msg, msg.SerializeToString(), path)
+
+    def _convert_cached(self, msg: pdp_pb2.CheckRequest, key: bytes, path: str) -> CheckItem:
+        # `key`: the message's bytes. Any faithful encoding keys correctly, so not the costlier
+        # deterministic one: equal messages whose map entries come out in another order cost
+        # one more conversion, never a wrong answer.
+        converted = self._requests.get(key)
+        if converted is None:
+            converted = self._convert(msg, path, None)  # raises before anything is cached
             if len(self._requests) >= _CONVERSION_CACHE_SIZE:
                 self._requests.clear()
-            self._requests[key] = req
-        return req
+            self._requests[key] = converted
+        return converted
 
-    def _convert(self, msg: pdp_pb2.CheckRequest, path: str) -> Request:
-        return Request(
-            self._principal(msg, path),
-            wire.name(msg.action, f"{path}action", self._limits),
-            self._entity(msg.resource, f"{path}resource"),
-            self._context(msg.context, f"{path}context"),
+    def _convert(self, msg: pdp_pb2.CheckRequest, path: str, tokens: _Tokens | None) -> CheckItem:
+        return CheckItem(
+            Request(
+                self._principal(msg, path, tokens),
+                wire.name(msg.action, f"{path}action", self._limits),
+                self._entity(msg.resource, f"{path}resource"),
+                self._context(msg.context, f"{path}context"),
+            ),
+            msg.explain,
+            msg.min_tuple_revision,
         )
 
     def _principal(
         self,
         msg: pdp_pb2.CheckRequest | pdp_pb2.LookupResourcesRequest | pdp_pb2.PlanResourcesRequest,
         path: str,
+        tokens: _Tokens | None = None,
     ) -> Entity:
         """The subject of a request: given (unless token-only), or proved by its subject_token."""
         which = msg.WhichOneof("principal")
@@ -127,8 +143,21 @@ class AuthorizerServicer(pdp_pb2_grpc.AuthorizerServicer):
             if self._subject_from_token is None:
                 raise Unauthenticated(f"{path}subject_token: no token verifier is configured")
             # INVARIANT: the token is verified on every call, before the decision cache is
-            # consulted, so a revoked or expired token can never reach a cached decision.
-            subject = self._subject_from_token(msg.subject_token)
+            # consulted, so a revoked or expired token can never reach a cached decision. A batch
+            # verifies each distinct token once: it is one call.
+            token = msg.subject_token
+            if tokens is None:
+                return self._subject_from_token(token)
+            proved = tokens.get(token)
+            if proved is None:
+                try:
+                    proved = self._subject_from_token(token)
+                except Exception as exc:  # every item with this token fails alike
+                    proved = exc
+                tokens[token] = proved
+            if isinstance(proved, Exception):
+                raise proved
+            subject = proved
         else:
             raise RequestInvalid(f"{path}subject", "is required (or subject_token)")
         return subject
@@ -137,7 +166,7 @@ class AuthorizerServicer(pdp_pb2_grpc.AuthorizerServicer):
         self, request: pdp_pb2.CheckRequest, context: grpc.ServicerContext
     ) -> pdp_pb2.CheckResponse:
         try:
-            req = self._request(request, "")
+            req = self._request(request, "").request
         except Exception as exc:
             abort(context, exc)
         dec, decision_id = self._service.check(
@@ -153,6 +182,9 @@ class AuthorizerServicer(pdp_pb2_grpc.AuthorizerServicer):
     def BatchCheck(
         self, request: pdp_pb2.BatchCheckRequest, context: grpc.ServicerContext
     ) -> pdp_pb2.BatchCheckResponse:
+        """Each item converted once, decided on one snapshot with what the batch shares done
+        once (pdp.sidecar.service.Service.check_batch), answered in one pass over the results.
+        An item that cannot be converted is answered with its error and never decided."""
         items = request.items
         try:
             if len(items) > self._limits.max_batch:
@@ -160,44 +192,45 @@ class AuthorizerServicer(pdp_pb2_grpc.AuthorizerServicer):
                     "items",
                     f"{len(items)} items exceed the batch limit of {self._limits.max_batch}",
                 )
-            seen: set[str] = set()
-            for i, item in enumerate(items):
-                cid = item.correlation_id
-                if cid:
-                    # results are in order, but a caller keying them by id must not be misled
-                    if cid in seen:
-                        raise RequestInvalid(f"items[{i}].correlation_id", f"duplicate `{cid}`")
-                    seen.add(cid)
+            correlation_ids, checks, failed = self._checks(items)
+            _unique(correlation_ids)  # before anything is decided
         except Exception as exc:
             abort(context, exc)
+        decisions, decision_ids = self._service.check_batch(checks, context.invocation_metadata)
         out = pdp_pb2.BatchCheckResponse()
-        add_result = out.results.add
-        fill = self._templates.fill
-        # one bundle revision for the whole batch, even across a reload, once the newest tuple
-        # revision any item demands has arrived (or the consistency wait is over)
-        newest = max((item.request.min_tuple_revision for item in items), default=0)
-        with self._service.batch(context.invocation_metadata, newest) as batch:
-            check = batch.check
-            for i, item in enumerate(items):
-                result = add_result()
-                cid = item.correlation_id
-                if cid:
-                    result.correlation_id = cid
-                msg = item.request
-                try:
-                    req = self._request(msg, "")
-                except Exception as exc:
-                    code, message = to_status(exc)
-                    if isinstance(exc, RequestInvalid):  # name the field from the batch's root
-                        message = f"items[{i}].request.{message}"
-                    result.error.code = code.value[0]
-                    result.error.message = message
-                    continue
-                dec, decision_id = check(
-                    req, explain=msg.explain, min_tuple_revision=msg.min_tuple_revision
-                )
-                fill(result.response, dec, decision_id)
+        self._templates.fill_batch(out.results, correlation_ids, decisions, decision_ids, failed)
         return out
+
+    def _checks(self, items: Any) -> tuple[list[str], list[CheckItem], dict[int, tuple[int, str]]]:
+        """One pass over a batch's items: their correlation ids; the checks of those that convert;
+        the (code, message) of those that do not, by index, messages naming the field from the
+        batch's root."""
+        correlation_ids: list[str] = []
+        checks: list[CheckItem] = []
+        failed: dict[int, tuple[int, str]] = {}
+        add_id, add_check = correlation_ids.append, checks.append
+        cached = self._requests
+        tokens: _Tokens = {}
+        explicit = not self._token_only
+        for i, item in enumerate(items):
+            add_id(item.correlation_id)
+            msg = item.request
+            try:
+                if explicit and msg.WhichOneof("principal") == "subject":
+                    key = msg.SerializeToString()
+                    converted = cached.get(key)
+                    if converted is None:
+                        converted = self._convert_cached(msg, key, "")
+                else:
+                    converted = self._convert(msg, "", tokens)
+            except Exception as exc:
+                code, message = to_status(exc)
+                if isinstance(exc, RequestInvalid):  # name the field from the batch's root
+                    message = f"items[{i}].request.{message}"
+                failed[i] = (code.value[0], message)
+                continue
+            add_check(converted)
+        return correlation_ids, checks, failed
 
     def Echo(
         self, request: pdp_pb2.EchoRequest, context: grpc.ServicerContext
@@ -508,6 +541,20 @@ class AdminServicer(pdp_pb2_grpc.AdminServicer):
             streams = list(self._streams)
         for sub in streams:
             sub.close()
+
+
+def _unique(correlation_ids: list[str]) -> None:
+    """Results are in order, but a caller keying them by id must not be misled: a non-empty
+    correlation id may appear once."""
+    named = [cid for cid in correlation_ids if cid]
+    if len(set(named)) == len(named):
+        return
+    seen: set[str] = set()
+    for i, cid in enumerate(correlation_ids):
+        if cid in seen:
+            raise RequestInvalid(f"items[{i}].correlation_id", f"duplicate `{cid}`")
+        if cid:
+            seen.add(cid)
 
 
 def _page_after(token: str) -> RelationTuple | None:
