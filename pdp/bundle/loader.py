@@ -383,11 +383,24 @@ def _check_tuples(
     if any(d.is_error for d in diags):
         return []  # the schema itself is broken; tuple errors would only be noise
     out = []
+    # Whether a tuple fits depends only on its shape, and a big bundle has a handful of shapes.
+    fits: set[tuple[str, str, str, str, bool]] = set()
     for t, name, lineno in tuples:
+        shape = (
+            t.object_type,
+            t.relation,
+            t.subject_type,
+            t.subject_relation,
+            t.subject_id == "*",
+        )
+        if shape in fits:
+            continue
         try:
             validate_tuple(policy, t)
         except InvalidTuple as exc:
             out.append(Diagnostic("tuple_error", str(exc), Loc(name, lineno, 1)))
+            continue
+        fits.add(shape)
     return out
 
 

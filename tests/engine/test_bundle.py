@@ -71,6 +71,23 @@ def test_a_tuple_that_breaks_the_schema_names_its_line(bundle: Path) -> None:
     assert "`nope` on `document` is not a relation" in d.message
 
 
+def test_every_tuple_that_breaks_the_schema_is_named_also_beside_good_ones_of_a_shape(
+    bundle: Path,
+) -> None:
+    # tuples are checked once per shape: a shape that failed is checked again for every line
+    lines = [
+        '{"object": "document:1", "relation": "nope", "subject": "user:a"}',
+        '{"object": "document:2", "relation": "nope", "subject": "user:b"}',
+        '{"object": "document:3", "relation": "viewer", "subject": "user:*"}',
+        '{"object": "document:4", "relation": "nope", "subject": "user:c"}',
+    ]
+    (bundle / "tuples" / "bad.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(BundleError) as info:
+        load_bundle(bundle)
+    lines_named = sorted(d.loc.line for d in info.value.diagnostics if d.code == "tuple_error")
+    assert lines_named == [1, 2, 4]  # line 3 fits (`viewer` takes `user:*`)
+
+
 @pytest.mark.parametrize(
     ("manifest", "message"),
     [
