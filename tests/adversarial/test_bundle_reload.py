@@ -20,20 +20,14 @@ from pdp._proto.pdp.v1 import pdp_pb2
 from pdp.bundle import load_bundle
 from pdp.cli import main as pdp_main
 from pdp.engine import Engine
-from pdp.model import Entity, Request
+from pdp.model import Request
 from tests.bundle_keys import key_pair
 
+from .bundle_versions import ALICE, EVE, LAST_RULE, SECRET, SPEC
+from .bundle_versions import allowed as _allowed
+from .bundle_versions import replace_file as _replace
+from .bundle_versions import set_revision as _set_revision
 from .serve import Served, ServeFactory, wait_for
-
-# A viewer reading a secret document without clearance: the rule `needs_clearance` (the last rule
-# of rules.pdp) forbids it in every version of the policy; with rules.pdp empty, or cut before that
-# rule, the viewer role alone would allow it.
-EVE = Entity("user", "eve", {"tenant": "acme", "roles": frozenset({"viewer"})})
-SECRET = Entity("document", "plans", {"tenant": "acme", "owner": "alice", "classification": 3})
-# An ordinary request every version allows: shows a bundle is serving.
-ALICE = Entity("user", "alice", {"tenant": "acme", "roles": frozenset({"viewer"})})
-SPEC = Entity("document", "spec-1", {"tenant": "acme", "owner": "alice", "classification": 0})
-LAST_RULE = "// Classified documents need clearance"
 
 
 def main_build(bundle: Path, sign_key: Path | None) -> int:
@@ -48,29 +42,12 @@ def _revision_of(bundle: Path) -> str:
     return load_bundle(bundle).revision
 
 
-def _set_revision(bundle: Path, revision: str) -> None:
-    toml = bundle / "bundle.toml"
-    text = toml.read_text().replace('revision = "1"', f'revision = "{revision}"')
-    assert f'revision = "{revision}"' in text
-    _replace(toml, text)
-
-
-def _replace(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _serving_revision(served: Served, token: str) -> Callable[[], str]:
     return lambda: served.status(token).revision
 
 
 def _admin(pdp_serve: ServeFactory, served: Served) -> str:
     return served.token(*pdp_serve.client(scopes=("admin",)))
-
-
-def _allowed(served: Served, subject: Entity, resource: Entity, action: str = "read") -> bool:
-    return served.check(subject, action, resource).decision == pdp_pb2.EFFECT_ALLOW
 
 
 def test_the_attack_request_is_denied_by_every_version_but_allowed_by_a_cut_file(
