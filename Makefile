@@ -10,7 +10,7 @@ DATA_DIR ?= data
 PROTOS := $(shell find proto -name '*.proto' 2>/dev/null)
 PROTO_STAMP := pdp/_proto/.built
 
-.PHONY: run dev-client test lint typecheck deadcode check bench bench-quick bench-instructions bench-peers proto clean
+.PHONY: run dev-client test lint typecheck deadcode check bench bench-quick bench-instructions bench-peers profile proto clean
 
 # xds-protos (Envoy's API) ships stale copies of opentelemetry-proto's and googleapis' files and
 # may overwrite theirs (grpc/grpc#42926; OTLP export then fails to import): after the install, the
@@ -75,6 +75,11 @@ bench-quick: $(PROTO_STAMP)
 # Instructions per decision under callgrind (needs valgrind): ratios that a busy machine cannot move.
 bench-instructions: $(PROTO_STAMP)
 	$(PY) -m benchmarks.instructions
+
+# The hot paths (decide, cache, parse, BatchCheck, token issue) under py-spy, ~8 s each: a flame
+# graph and a text summary per path in benchmarks/results/profile/ (py-spy attaches by ptrace).
+profile: $(PROTO_STAMP)
+	$(PY) -m benchmarks.profile
 
 # PostgreSQL and sidecars on loopback: propagation, write throughput, cold start from 1M tuples.
 bench-fleet: $(PROTO_STAMP)
