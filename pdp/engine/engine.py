@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -168,8 +169,17 @@ def _unknown_subject_type(loaded: _Loaded, decision: Decision, subject_type: str
 def _unknown(what: str, name: str, known: Iterable[str], where: str = "") -> str:
     """`unknown action "reed" for type document; did you mean "read"?`"""
     message = f'unknown {what} "{name}"{where}'
-    near = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
-    return f'{message}; did you mean "{near[0]}"?' if near else message
+    near = _nearest(name, tuple(sorted(known)))
+    return f'{message}; did you mean "{near}"?' if near else message
+
+
+@functools.lru_cache(maxsize=4096)
+def _nearest(name: str, known: tuple[str, ...]) -> str:
+    """The known name nearest to `name`, or "". Remembered (bounded: the names are the caller's):
+    the search costs tens of microseconds, and a stale caller repeats the same typo call after
+    call, which would otherwise spend a third of the server on it."""
+    near = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    return near[0] if near else ""
 
 
 def _outside_slice(loaded: _Loaded, object_type: str, object_id: str, rev: int) -> Decision:
