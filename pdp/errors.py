@@ -8,6 +8,7 @@ PdpError
  │    ├── pdp.bundle.tuple_schema.InvalidTuple  a tuple the schema does not allow
  │    ├── pdp.engine.slicing.ReadOutsideSlice  a tuple read a sliced sidecar cannot answer whole
  │    ├── pdp.engine.plan.PlanUnsupported    a condition PlanResources cannot turn into a filter
+ │    ├── pdp.sidecar.envoy_routes.MalformedPath  a path Envoy describes breaks the id rules: 400
  │    └── pdp.sidecar.grpc.status.RequestInvalid  a request field, named
  ├── Unauthenticated (PermissionError) no credential, or one we cannot accept: UNAUTHENTICATED
  │    ├── pdp.sidecar.grpc.status.Unauthenticated
@@ -23,6 +24,7 @@ PdpError
  │    ├── pdp.bundle.manifest.ManifestError
  │    ├── pdp.bundle_signing.SignatureError
  │    ├── pdp.authoring.policy_tests.TestFileError
+ │    ├── pdp.sidecar.envoy_routes.RoutesError  an --envoy-routes file, file and route named
  │    └── pdp.tokens.errors.KeyConfigError   (also a TokenError)
  ├── Unavailable (OSError)              the environment cannot serve now: retry or fix the host
  │    ├── pdp.bundle.files.BundleReadError
@@ -30,7 +32,8 @@ PdpError
  │    ├── pdp.sidecar.store.StoreUnavailable  (a write is refused: UNAVAILABLE)
  │    ├── pdp.sidecar.bundle_source.BundleFetchError  (the last good bundle stays)
  │    ├── pdp.tokens.errors.TokenStoreUnavailable  (also a TokenError; HTTP 503)
- │    └── pdp.sidecar.app.CannotListen
+ │    ├── pdp.sidecar.app.CannotListen
+ │    └── pdp.sidecar.supervisor.PortTaken   (--processes N: a listen address is busy)
  └── EvaluationError                    one evaluation failed: never leaves Engine.check, which
       ├── pdp.engine.compiler.AttributeTypeError (TypeError)   turns it into a DENY whose reason
       ├── pdp.engine.decider.RoleBindingError                  says so (fail closed)
