@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -50,6 +51,20 @@ class Diagnostic:
             out += f"\n    hint: {self.hint}"
         return out
 
+    def to_json(self) -> dict[str, Any]:
+        """The fields `format` prints, for tools (`pdp validate --json`)."""
+        return {
+            "file": self.loc.file,
+            "line": self.loc.line,
+            "col": self.loc.col,
+            "end_line": self.loc.end_line or self.loc.line,
+            "end_col": self.loc.end_col,
+            "severity": self.severity,
+            "code": self.code,
+            "message": self.message,
+            "hint": self.hint,
+        }
+
 
 def with_sources(diags: Iterable[Diagnostic], sources: Mapping[str, str]) -> list[Diagnostic]:
     """Attach the source line to each diagnostic and sort them by location."""
@@ -64,8 +79,20 @@ def with_sources(diags: Iterable[Diagnostic], sources: Mapping[str, str]) -> lis
 
 
 class PolicyError(ValueError):
-    """A policy did not parse or check; `.diagnostics` holds every problem found."""
+    """A policy did not parse or check; `.diagnostics` holds every problem found.
 
-    def __init__(self, diagnostics: list[Diagnostic]) -> None:
+    From the parser, `.partial` is what did parse (the items around the errors, for a checker
+    that reports the rest of a file's errors too) and `.lost` the names the text that did not
+    parse declares (`type`, `role`; `context` for a context block): the checker would only call
+    them unknown."""
+
+    def __init__(
+        self,
+        diagnostics: list[Diagnostic],
+        partial: Any = None,
+        lost: frozenset[str] = frozenset(),
+    ) -> None:
         self.diagnostics = diagnostics
+        self.partial = partial
+        self.lost = lost
         super().__init__("\n".join(d.format() for d in diagnostics))

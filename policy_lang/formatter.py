@@ -238,8 +238,10 @@ def _literal(v: ast.LiteralValue) -> str:
     return "[" + ", ".join(_literal(x) for x in items) + "]"
 
 
-def userset(e: ast.UsersetExpr, parent: int = 0) -> str:
-    # Precedence: + and - (1, left-associative) < & (2).
+def userset(e: ast.UsersetExpr, parent: int = 0, beside_plus: bool = False) -> str:
+    """Precedence: + and - (1, left-associative) < & (2). Parentheses are also kept wherever
+    SpiceDB would read the text otherwise (`beside_plus`: an operand of `+`, where a bare `-` on
+    the left or a bare `&` is an error, see policy_lang.parser._checked_union)."""
     if isinstance(e, ast.Computed):
         return e.relation
     if isinstance(e, ast.TupleToUserset):
@@ -248,7 +250,8 @@ def userset(e: ast.UsersetExpr, parent: int = 0) -> str:
     first, *rest = ast.userset_operands(e)
     if isinstance(e, ast.Intersection):
         text = " & ".join([userset(first, 2), *(userset(x, 3) for x in rest)])
-        return f"({text})" if parent > 2 else text
-    op = " + " if isinstance(e, ast.Union) else " - "
-    text = op.join([userset(first, 1), *(userset(x, 2) for x in rest)])
-    return f"({text})" if parent > 1 else text
+        return f"({text})" if parent > 2 or beside_plus else text
+    plus = isinstance(e, ast.Union)
+    op = " + " if plus else " - "
+    text = op.join([userset(first, 1, plus), *(userset(x, 2, plus) for x in rest)])
+    return f"({text})" if parent > 1 or (beside_plus and not plus) else text

@@ -93,6 +93,8 @@ def parse(text: str, path: str = "<policy>") -> ast.PolicyFile:
     """Parse one policy file. Raises PolicyError listing every syntax error."""
     items: list[ast.Item] = []
     errors: list[Diagnostic] = []
+    lost: set[str] = set()  # names declared in text that did not parse
+    _state.precedence = []
     offset = 0
     while True:
         # Keep line and column numbers true by blanking (not cutting) what was already consumed.
@@ -102,7 +104,9 @@ def parse(text: str, path: str = "<policy>") -> ast.PolicyFile:
             break
         except UnexpectedInput as exc:
             errors.append(_syntax_diagnostic(exc, text, path))
-            resume = _next_item_start(text, exc.pos_in_stream if exc.pos_in_stream else len(text))
+            at = exc.pos_in_stream if exc.pos_in_stream else len(text)
+            resume = _next_item_start(text, at)
+            lost |= _declared(text, _item_start(text, offset, at), resume or len(text))
             if resume is None or len(errors) >= MAX_SYNTAX_ERRORS:
                 break
             # The items before the error are lost for this pass; parse them alone to keep them.
@@ -110,15 +114,33 @@ def parse(text: str, path: str = "<policy>") -> ast.PolicyFile:
             offset = resume
         except _BuildError as exc:
             errors.append(exc.diagnostic)
+            lost |= _declared(text, offset, len(text))
             break
         except (LarkError, RecursionError) as exc:  # never let Lark's internals escape
             errors.append(
                 Diagnostic("syntax_error", f"cannot parse: {type(exc).__name__}", Loc(path, 1, 1))
             )
+            lost |= _declared(text, offset, len(text))
             break
+    # A region parsed twice (a retry after an error) reports its precedence errors twice.
+    errors.extend(dict.fromkeys(_state.precedence))
     if errors:
-        raise PolicyError(errors)
+        raise PolicyError(errors, ast.PolicyFile(path, tuple(items)), frozenset(lost))
     return ast.PolicyFile(path, tuple(items))
+
+
+_DECLARES = re.compile(r"^[ \t]*(?:(?:type|role)[ \t]+([A-Za-z_][A-Za-z0-9_]*)|(context)\b)", re.M)
+
+
+def _declared(text: str, start: int, end: int) -> set[str]:
+    """The types and roles declared in text[start:end] (and `context` for a context block)."""
+    return {m.group(1) or m.group(2) for m in _DECLARES.finditer(text, start, end)}
+
+
+def _item_start(text: str, offset: int, pos: int) -> int:
+    """Where the top-level item holding `pos` begins (at or after `offset`)."""
+    starts = [m.start(1) for m in _TOP_LEVEL.finditer(text, offset, pos + 1) if m.start(1) <= pos]
+    return starts[-1] if starts else offset
 
 
 def reparse(text: str, path: str, before: tuple[str, ast.PolicyFile]) -> ast.PolicyFile:
@@ -142,10 +164,11 @@ def reparse(text: str, path: str, before: tuple[str, ast.PolicyFile]) -> ast.Pol
     resume = starts[keep]
     try:
         _state.path = path
+        _state.precedence = []
         tree = fast.parse(text, resume, loc.line, resume - (loc.col - 1))
     except _BuildError:
         tree = None
-    if tree is None:
+    if tree is None or _state.precedence:
         return parse(text, path)
     return ast.PolicyFile(path, old.items[:keep] + tuple(item.value for item in tree.children))
 
@@ -503,13 +526,68 @@ def _unparenthesize(children: list[Any]) -> _Built:
     )
 
 
+def _checked_union(reduce: Any) -> Any:
+    """`+` beside an operator SpiceDB binds otherwise, without parentheses, is an error (kept in
+    `_state.precedence`, so the parse goes on and reports the rest): pdp binds `&` tighter than
+    `+` and `-`, which are left-associative; SpiceDB binds `+` tightest, then `&`, then `-`. So
+    `a - b + c` and any `&` beside `+` read differently there; `a + b - c` and runs of one
+    operator read the same, and stay valid."""
+
+    def union(children: list[Any]) -> _Built:
+        built: _Built = reduce(children)
+        left, right = children[0], children[-1]
+        found: list[Diagnostic] | None = getattr(_state, "precedence", None)
+        if found is None:  # parsed outside parse() and reparse(): nobody to report to
+            return built
+        problem = _mixed(left, right)
+        if problem is not None:
+            found.append(_precedence_diagnostic(problem, built.pos))
+        return built
+
+    return union
+
+
+def _bare(child: Any, kind: type) -> bool:
+    """A node of `kind` written without parentheses of its own."""
+    return type(child) is _Built and child.outer is child.pos and isinstance(child.value, kind)
+
+
+def _mixed(left: Any, right: Any) -> tuple[str, str, str] | None:
+    """(what was written, pdp's reading, SpiceDB's) of `left + right`, if they differ."""
+    from policy_lang.formatter import userset as text  # the formatter imports this module
+
+    if _bare(left, ast.Exclusion):  # `a - b + c`
+        a, b, c = text(left.value.left, 1), text(left.value.right, 2), text(right.value, 2)
+        return f"{a} - {b} + {c}", f"({a} - {b}) + {c}", f"{a} - ({b} + {c})"
+    if _bare(right, ast.Intersection):  # `a + b & c`
+        a, b, c = text(left.value, 1), text(right.value.left, 2), text(right.value.right, 3)
+        return f"{a} + {b} & {c}", f"{a} + ({b} & {c})", f"({a} + {b}) & {c}"
+    if _bare(left, ast.Intersection):  # `a & b + c`
+        a, b, c = text(left.value.left, 2), text(left.value.right, 3), text(right.value, 2)
+        return f"{a} & {b} + {c}", f"({a} & {b}) + {c}", f"{a} & ({b} + {c})"
+    return None
+
+
+def _precedence_diagnostic(problem: tuple[str, str, str], pos: _Pos) -> Diagnostic:
+    written, ours, theirs = problem
+    end = pos.end_column if pos.end_line == pos.line else 0
+    return Diagnostic(
+        "ambiguous_precedence",
+        f"`{written}` needs parentheses: pdp reads it as `{ours}`, SpiceDB and Zanzibar-style "
+        f"schemas as `{theirs}`",
+        Loc(_state.path, pos.line, pos.column, end, pos.end_line),
+        hint=f"write `{ours}` for pdp's reading, or `{theirs}`",
+    )
+
+
 class _Callbacks:
     """What the parser calls as it reduces each rule (Lark's `transformer=`)."""
 
     def __init__(self) -> None:
         builder = _Builder()
         for name in _RULES:
-            setattr(self, name, _reducer(getattr(builder, name), keep_all=name == "root"))
+            reduce = _reducer(getattr(builder, name), keep_all=name == "root")
+            setattr(self, name, _checked_union(reduce) if name == "union" else reduce)
         self.atom = self.userset_atom = _unparenthesize
 
 
