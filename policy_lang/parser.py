@@ -11,6 +11,7 @@ import bisect
 import json
 import re
 import threading
+from dataclasses import replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -103,10 +104,17 @@ def parse(text: str, path: str = "<policy>") -> ast.PolicyFile:
             items.extend(_items(masked, path))
             break
         except UnexpectedInput as exc:
-            errors.append(_syntax_diagnostic(exc, text, path))
             at = exc.pos_in_stream if exc.pos_in_stream else len(text)
-            resume = _next_item_start(text, at)
-            lost |= _declared(text, _item_start(text, offset, at), resume or len(text))
+            # An item's first keyword, unexpected, ends an item left incomplete: the error is
+            # that one's, and this item parses (`permit a: ... when x ==` then `permit b`).
+            ahead = offset < at and _starts_item(text, at)
+            found = _syntax_diagnostic(exc, text, path)
+            if ahead and not found.hint:
+                found = replace(found, hint="the declaration before it is not finished")
+            errors.append(found)
+            resume = at if ahead else _next_item_start(text, at)
+            broken = _item_start(text, offset, at - 1 if ahead else at)
+            lost |= _declared(text, broken, resume or len(text))
             if resume is None or len(errors) >= MAX_SYNTAX_ERRORS:
                 break
             # The items before the error are lost for this pass; parse them alone to keep them.
@@ -209,12 +217,20 @@ def _parse_prefix(text: str, offset: int, exc: UnexpectedInput, path: str) -> li
     starts = [m.start(1) for m in _TOP_LEVEL.finditer(text, offset, error_pos + 1)]
     if len(starts) < 2:
         return []
-    end = starts[-1] if starts[-1] <= error_pos else starts[-2]
+    # The item holding the error is the last that starts before it (at it: the error is the
+    # next item's keyword, ending the one before).
+    end = starts[-1] if starts[-1] < error_pos else starts[-2]
     masked = re.sub(r"[^\n]", " ", text[:offset]) + text[offset:end]
     try:
         return _items(masked, path)
     except (LarkError, _BuildError, RecursionError):
         return []
+
+
+def _starts_item(text: str, pos: int) -> bool:
+    """Whether a top-level item's keyword begins at `pos`, first on its line."""
+    m = _TOP_LEVEL.match(text, text.rfind("\n", 0, pos) + 1)
+    return m is not None and m.start(1) == pos
 
 
 def _next_item_start(text: str, pos: int) -> int | None:
