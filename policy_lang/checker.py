@@ -8,6 +8,7 @@ so that the compiler, the reference interpreter and the tuple schema never deriv
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -104,8 +105,13 @@ class CheckedPolicy:
     membership_relations: frozenset[tuple[str, str]] = frozenset()
 
 
-def check(files: Iterable[ast.PolicyFile]) -> tuple[CheckedPolicy, list[Diagnostic]]:
-    checker = _Checker()
+def check(
+    files: Iterable[ast.PolicyFile], lost: frozenset[str] = frozenset()
+) -> tuple[CheckedPolicy, list[Diagnostic]]:
+    """`lost`: names (types, roles; `context`) declared in text that did not parse
+    (PolicyError.lost). Whatever might refer to them is not called unknown: the syntax error
+    is the one problem, and a cascade of "unknown" errors would only hide it."""
+    checker = _Checker(lost)
     checker.run(list(files))
     _derive_facts(checker.policy)
     return checker.policy, checker.diagnostics
@@ -230,11 +236,21 @@ def _remember(cache: dict[Any, Any], key: Any, value: Any) -> None:
     cache[key] = value
 
 
+def did_you_mean(name: str, known: Iterable[str], prefix: str = "") -> str:
+    """`did you mean `viewer`?` for the known name nearest `name` (difflib), or ""."""
+    near = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f"did you mean `{prefix}{near[0]}`?" if near else ""
+
+
 class _Checker:
-    def __init__(self) -> None:
+    def __init__(self, lost: frozenset[str] = frozenset()) -> None:
         self.policy = CheckedPolicy()
         self.diagnostics: list[Diagnostic] = []
         self._rule_checks = _rule_checks[0]
+        self.lost = lost
+        # A type or role declaration was lost: any type's attributes, relations and actions may
+        # be the ones it declared.
+        self.opaque = bool(lost - {"context"})
         # Conditions and permissions past a limit (by id): reported once, then never walked by
         # the recursive checks below, which the limits are what keep bounded.
         self._oversized: set[int] = set()
@@ -250,7 +266,9 @@ class _Checker:
         schema = tuple(
             i for i in items if isinstance(i, ast.TypeDecl | ast.ContextDecl | ast.RoleDecl)
         )
-        if not self._rule_checks.fits(schema):
+        if self.lost:  # what a rule's check finds depends on `lost` too: not remembered
+            self._rule_checks = _RuleChecks(schema)
+        elif not self._rule_checks.fits(schema):
             self._rule_checks = _rule_checks[0] = _RuleChecks(schema)
         self._collect(items)
         self._check_limits()
@@ -375,11 +393,12 @@ class _Checker:
 
     def _check_attr_type(self, attr: ast.Attribute) -> None:
         if attr.type not in ATTR_TYPES:
+            near = did_you_mean(attr.type, ATTR_TYPES)
             self.error(
                 "unknown_type",
                 f"`{attr.type}` is not an attribute type",
                 attr.loc,
-                hint="use string, int, bool, set<string> or set<int>",
+                hint=near or "use string, int, bool, set<string> or set<int>",
             )
 
     def _check_type(self, info: TypeInfo) -> None:
@@ -388,12 +407,13 @@ class _Checker:
             for ref in rel.subjects:
                 target = types.get(ref.type)
                 if target is None:
-                    self.error("unknown_type", f"unknown type `{ref.type}`", ref.loc)
+                    self._unknown_type(ref.type, ref.loc)
                 elif ref.relation and not target.has_relation(ref.relation):
                     self.error(
                         "unknown_relation",
                         f"type `{ref.type}` has no relation `{ref.relation}`",
                         ref.loc,
+                        hint=did_you_mean(ref.relation, _relations(target)),
                     )
         for perm in info.permissions.values():
             if id(perm.expr) not in self._oversized:
@@ -411,6 +431,7 @@ class _Checker:
                     "unknown_relation",
                     f"type `{info.decl.name}` has no relation `{expr.relation}`",
                     expr.loc or loc,
+                    hint=did_you_mean(expr.relation, _relations(info)),
                 )
         elif isinstance(expr, ast.TupleToUserset):
             self._check_arrow(info, expr)
@@ -427,6 +448,7 @@ class _Checker:
                 "unknown_relation",
                 f"`{expr.tupleset}` in `{expr.tupleset}->{expr.computed}` must be a relation of `{info.decl.name}`",
                 expr.loc,
+                hint=did_you_mean(expr.tupleset, info.relations),
             )
             return
         for ref in tupleset.subjects:
@@ -438,11 +460,19 @@ class _Checker:
                     hint=f"walk a relation without `{ref}` (SpiceDB refuses such an arrow too)",
                 )
         targets = [self.policy.types.get(r.type) for r in tupleset.subjects if not r.wildcard]
-        if targets and not any(t is not None and t.has_relation(expr.computed) for t in targets):
+        reached = [t for t in targets if t is not None]
+        # A type that is not known is reported where the relation names it; what it would
+        # have held cannot be told.
+        if (
+            reached
+            and len(reached) == len(targets)
+            and not any(t.has_relation(expr.computed) for t in reached)
+        ):
             self.error(
                 "unknown_relation",
                 f"no type reachable through `{expr.tupleset}` has a relation `{expr.computed}`",
                 expr.loc,
+                hint=did_you_mean(expr.computed, [n for t in reached for n in _relations(t)]),
             )
 
     def _check_permission_cycles(self) -> None:
@@ -505,12 +535,19 @@ class _Checker:
         for role in roles.values():
             for parent in role.parents:
                 if parent not in roles:
-                    self.error("unknown_role", f"unknown role `{parent}`", role.loc)
-            if role.scope and not any(
-                role.scope in t.attributes for t in self.policy.types.values()
+                    self._unknown_role(parent, role.loc)
+            if (
+                role.scope
+                and not self.opaque
+                and not any(role.scope in t.attributes for t in self.policy.types.values())
             ):
                 self.error(
-                    "unknown_attribute", f"no type has the scope attribute `{role.scope}`", role.loc
+                    "unknown_attribute",
+                    f"no type has the scope attribute `{role.scope}`",
+                    role.loc,
+                    hint=did_you_mean(
+                        role.scope, {a for t in self.policy.types.values() for a in t.attributes}
+                    ),
                 )
             for grant in role.grants:
                 self._check_target(grant.actions, grant.types, grant.loc)
@@ -536,14 +573,33 @@ class _Checker:
         known = self.policy.types
         for t in types or ():
             if t not in known:
-                self.error("unknown_type", f"unknown type `{t}`", loc)
+                self._unknown_type(t, loc)
         scope = [known[t] for t in (types or known) if t in known]
-        if not scope:
+        if not scope or self._may_be_lost(types):
             return  # every named type is unknown, already reported; action errors would be noise
         for action in actions or ():
             if not any(action in info.actions for info in scope):
                 names = ", ".join(f"`{i.decl.name}`" for i in scope) or "any type"
-                self.error("unknown_action", f"action `{action}` is not declared on {names}", loc)
+                self.error(
+                    "unknown_action",
+                    f"action `{action}` is not declared on {names}",
+                    loc,
+                    hint=did_you_mean(action, {a for info in scope for a in info.actions}),
+                )
+
+    def _may_be_lost(self, types: tuple[str, ...] | None) -> bool:
+        """Whether `types` (None: any type) may take in a type whose declaration was lost."""
+        return self.opaque and (types is None or any(t in self.lost for t in types))
+
+    def _unknown_type(self, name: str, loc: Loc) -> None:
+        if name not in self.lost:
+            hint = did_you_mean(name, self.policy.types)
+            self.error("unknown_type", f"unknown type `{name}`", loc, hint=hint)
+
+    def _unknown_role(self, name: str, loc: Loc) -> None:
+        if name not in self.lost:
+            hint = did_you_mean(name, self.policy.roles)
+            self.error("unknown_role", f"unknown role `{name}`", loc, hint=hint)
 
     def _check_binding(self, binding: ast.BindWhen | ast.BindFrom) -> None:
         if isinstance(binding, ast.BindFrom):
@@ -558,7 +614,7 @@ class _Checker:
             return
         for role in binding.roles:
             if role not in self.policy.roles:
-                self.error("unknown_role", f"unknown role `{role}`", binding.loc)
+                self._unknown_role(role, binding.loc)
         for node in ast.walk(binding.condition):
             if isinstance(node, ast.HasRole):
                 # Bindings decide who holds roles; letting them ask about roles makes
@@ -594,6 +650,8 @@ class _Checker:
         if rule.condition is None or id(rule.condition) in self._oversized:
             return
         types = tuple(t for t in rule.types if t in self.policy.types) if rule.types else None
+        if self._may_be_lost(rule.types):
+            types = None  # `resource` may be of the lost type: any type's attributes may do
         self._expect_bool(rule.condition, types)
         if _constant(rule.condition) is False:
             self.warn(
@@ -624,12 +682,14 @@ class _Checker:
         p = self.policy
         if path.root == "context":
             if path.name not in p.context:
-                self.error(
-                    "unknown_attribute",
-                    f"`context.{path.name}` is not declared",
-                    path.loc,
-                    hint="declare it in a `context { ... }` block",
-                )
+                if "context" not in self.lost:
+                    self.error(
+                        "unknown_attribute",
+                        f"`context.{path.name}` is not declared",
+                        path.loc,
+                        hint=did_you_mean(path.name, p.context, "context.")
+                        or "declare it in a `context { ... }` block",
+                    )
                 return None
             return p.context[path.name].type
         scope = types if path.root == "resource" else None
@@ -642,8 +702,17 @@ class _Checker:
             if path.name in p.types[t].attributes
         }
         if not found:
+            if scope is None and self.opaque:
+                return None  # it may be an attribute of a type whose declaration was lost
             where = ", ".join(f"`{t}`" for t in names) if scope else "any type"
-            self.error("unknown_attribute", f"`{path}` is not an attribute of {where}", path.loc)
+            near = did_you_mean(
+                path.name,
+                {*BUILTIN_ATTRS, *(a for t in names for a in p.types[t].attributes)},
+                f"{path.root}.",
+            )
+            self.error(
+                "unknown_attribute", f"`{path}` is not an attribute of {where}", path.loc, near
+            )
             return None
         if len(found) > 1:
             self.error(
@@ -684,7 +753,7 @@ class _Checker:
             self._check_relation(expr, types)
         elif isinstance(expr, ast.HasRole):
             if expr.role not in self.policy.roles:
-                self.error("unknown_role", f"unknown role `{expr.role}`", expr.loc)
+                self._unknown_role(expr.role, expr.loc)
         else:
             raise AssertionError(f"unhandled expression {expr!r}")
 
@@ -740,7 +809,7 @@ class _Checker:
         if entity.kind == "ctor":
             target = self.policy.types.get(entity.type)
             if target is None:
-                self.error("unknown_type", f"unknown type `{entity.type}`", entity.loc)
+                self._unknown_type(entity.type, entity.loc)
                 return
             if entity.id is not None and self._type_of(entity.id, types) not in ("string", None):
                 self.error(
@@ -750,13 +819,21 @@ class _Checker:
         elif entity.kind == "resource" and types is not None:
             candidates = [self.policy.types[t] for t in types]
         else:
+            if self.opaque:
+                return  # it may be a relation of a type whose declaration was lost
             candidates = list(self.policy.types.values())
         if not any(c.has_relation(expr.relation) for c in candidates):
             self.error(
                 "unknown_relation",
                 f"no relation or permission `{expr.relation}` on {entity.kind if entity.kind != 'ctor' else f'`{entity.type}`'}",
                 expr.loc,
+                hint=did_you_mean(expr.relation, [n for c in candidates for n in _relations(c)]),
             )
+
+
+def _relations(info: TypeInfo) -> list[str]:
+    """The relations and permissions of a type: what a condition or a permission may name."""
+    return [*info.relations, *info.permissions]
 
 
 def _literal_type(value: ast.LiteralValue) -> str:

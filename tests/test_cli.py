@@ -40,6 +40,95 @@ def test_validate_lists_every_error_and_exits_1(
     assert "^" in err
 
 
+def test_validate_reports_syntax_type_and_reference_errors_of_every_file_together(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A syntax error in one file hides neither a type error after it in the same file nor an
+    unknown relation in another; the bundle is refused all the same."""
+    bundle = tmp_path / "b"
+    shutil.copytree(SAAS, bundle)
+    rules = bundle / "policies" / "rules.pdp"
+    rules.write_text(
+        rules.read_text()
+        + "permit broken: read on document when subject.tenant ==\n"
+        + 'permit typed: read on document when subject.clearance == "high"\n'
+    )
+    schema = bundle / "policies" / "schema.pdp"
+    schema.write_text(
+        schema.read_text().replace("permission view = ", "permission view = viewr + ")
+    )
+    assert main(["validate", str(bundle)]) == 1
+    err = capsys.readouterr().err
+    assert "rules.pdp:" in err and "error[syntax_error]: unexpected `permit`" in err
+    assert "error[type_error]: cannot compare int with string" in err
+    assert "error[unknown_relation]: type `document` has no relation `viewr`" in err
+    assert "hint: did you mean `viewer`?" in err
+    assert main(["validate", "--json", str(bundle)]) == 1
+    found = json.loads(capsys.readouterr().out)
+    assert {d["code"] for d in found} == {"syntax_error", "type_error", "unknown_relation"}
+    for d in found:
+        assert set(d) >= {"file", "line", "col", "code", "message", "hint"}
+        assert d["file"].endswith(".pdp") and d["line"] > 0 and d["col"] > 0
+    unknown = next(d for d in found if d["code"] == "unknown_relation")
+    assert unknown["file"].endswith("schema.pdp") and unknown["hint"] == "did you mean `viewer`?"
+
+
+@pytest.mark.parametrize(
+    ("rule", "code", "hint"),
+    [
+        ("permit p: read on documnt", "unknown_type", "did you mean `document`?"),
+        ("permit p: reed on document", "unknown_action", "did you mean `read`?"),
+        (
+            "permit p: read on document when subject.tennt == resource.tenant",
+            "unknown_attribute",
+            "did you mean `subject.tenant`?",
+        ),
+        (
+            "permit p: read on document when subject has viewr on resource",
+            "unknown_relation",
+            "did you mean `viewer`?",
+        ),
+        (
+            "permit p: read on document when subject has role editr",
+            "unknown_role",
+            "did you mean `editor`?",
+        ),
+        ("bind admn when true", "unknown_role", "did you mean `admin`?"),
+    ],
+)
+def test_validate_json_suggests_the_nearest_known_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], rule: str, code: str, hint: str
+) -> None:
+    bundle = tmp_path / "b"
+    shutil.copytree(SAAS, bundle)
+    (bundle / "policies" / "typo.pdp").write_text(rule + "\n")
+    assert main(["validate", "--json", str(bundle)]) == 1
+    found = json.loads(capsys.readouterr().out)
+    assert [(d["code"], d["hint"], d["line"]) for d in found] == [(code, hint, 1)]
+
+
+def test_validate_refuses_operators_spicedb_reads_otherwise_and_shows_both_readings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bundle = tmp_path / "b"
+    shutil.copytree(SAAS, bundle)
+    schema = bundle / "policies" / "schema.pdp"
+    text = schema.read_text()
+    assert "permission edit = owner + editor + parent->edit" in text
+    schema.write_text(
+        text.replace("owner + editor + parent->edit", "owner - editor + parent->edit", 1)
+    )
+    assert main(["validate", "--json", str(bundle)]) == 1
+    [found] = json.loads(capsys.readouterr().out)
+    assert found["code"] == "ambiguous_precedence"
+    assert found["hint"] == (
+        "write `(owner - editor) + parent->edit` for pdp's reading, "
+        "or `owner - (editor + parent->edit)`"
+    )
+    assert main(["validate", str(SAAS), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+
+
 def test_check_prints_the_decision_and_trace(capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["check", str(SAAS), *ERIN, "--action", "read", *SPEC, "--explain", "--json"])
     out = json.loads(capsys.readouterr().out)

@@ -27,6 +27,12 @@ from policy_lang.formatter import format_source
 def add_commands(sub: Any) -> None:
     p = sub.add_parser("validate", help="check a bundle; exit 1 listing every error")
     p.add_argument("bundle", type=Path)
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print every error and warning as a JSON list (file, line, col, end_line, "
+        "end_col, severity, code, message, hint)",
+    )
     p.set_defaults(handler=cmd_validate)
 
     p = sub.add_parser("check", help="ask one question of a bundle, as the sidecar would")
@@ -126,9 +132,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
     try:
         bundle = load_bundle(args.bundle)
     except BundleError as exc:
+        if args.json:
+            print(json.dumps([d.to_json() for d in exc.diagnostics], indent=2))
+            return 1
         for d in exc.diagnostics:
             print(d.format(), file=sys.stderr)
         return 1
+    if args.json:
+        print(json.dumps([d.to_json() for d in bundle.warnings], indent=2))
+        return 0
     for d in bundle.warnings:
         print(d.format(), file=sys.stderr)
     print(

@@ -167,6 +167,10 @@ class _Content:
     digest: Any = field(default_factory=hashlib.sha256)  # of every file's name and text
     sources: dict[str, str] = field(default_factory=dict)  # for carets under diagnostics
     parsed: list[ast.PolicyFile] = field(default_factory=list)
+    # Of the files that did not parse: what did (checked too, for the rest of their errors) and
+    # the names their unparsed text declares (not to be called unknown elsewhere).
+    partial: list[ast.PolicyFile] = field(default_factory=list)
+    lost: set[str] = field(default_factory=set)
     tuples: list[_Located] = field(default_factory=list)
     names: dict[str, str] = field(default_factory=dict)  # one string per distinct name and id
     tests: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
@@ -209,6 +213,14 @@ class _Content:
             self.parsed.append(parse(text, name))
         except PolicyError as exc:
             diags.extend(exc.diagnostics)
+            if isinstance(exc.partial, ast.PolicyFile):
+                self.partial.append(exc.partial)
+            self.lost |= exc.lost
+
+
+# What stops a file from parsing whole. Its other errors are still reported (the checker runs
+# over what did parse), but a bundle with any of them is refused all the same.
+_PARSE_ERRORS = ("syntax_error", "ambiguous_precedence")
 
 
 def bundle_from_files(files: BundleFiles) -> Bundle:
@@ -230,16 +242,18 @@ def _bundle_from_files(files: BundleFiles) -> Bundle:
     for rel, data in files.files.items():
         content.add(str(root / rel), rel, data, diags)
     parsed, tuples, sources = content.parsed, content.tuples, content.sources
-    if not parsed and not any(d.code in ("syntax_error", "empty_policy_file") for d in diags):
+    if not parsed and not any(d.code in (*_PARSE_ERRORS, "empty_policy_file") for d in diags):
         diags.append(
             Diagnostic("no_policy", f"no `*{POLICY_SUFFIX}` policy files", Loc(str(root), 0, 0))
         )
-    policy, found = check(parsed)
-    if not any(d.code in ("syntax_error", "empty_policy_file") for d in diags):
-        # Names and types are checked only once every file parses: a file that failed to
-        # parse would only turn into misleading "unknown type" errors elsewhere.
+    # Every file is checked, with what parsed of those that did not: their names, types and
+    # references are reported beside the syntax errors (names the unparsed text declares are
+    # not called unknown).
+    policy, found = check([*parsed, *content.partial], frozenset(content.lost))
+    if not any(d.code == "empty_policy_file" for d in diags):
+        # An empty file is a file mid-rewrite: what it held is unknown, so is what is missing.
         diags.extend(found)
-        unknown = settings.tenancy.unknown_types(set(policy.types))
+        unknown = settings.tenancy.unknown_types(set(policy.types) | content.lost)
         diags.extend(
             Diagnostic(
                 "manifest_error",
@@ -431,15 +445,19 @@ def _bundle_from_text(
 ) -> Bundle:
     sources = {"policy.pdp": policy} if isinstance(policy, str) else dict(policy)
     diags: list[Diagnostic] = []
-    parsed = []
+    parsed: list[ast.PolicyFile] = []
+    lost: set[str] = set()
     for file, text in sorted(sources.items()):
         try:
             parsed.append(parse(text, file))
         except PolicyError as exc:
             diags.extend(exc.diagnostics)
-    checked, found = check(parsed)
-    if not diags:  # as in load_bundle: check names and types once everything parses
-        diags.extend(found)
+            if isinstance(exc.partial, ast.PolicyFile):
+                parsed.append(exc.partial)
+            lost |= exc.lost
+    # As in load_bundle: what did parse of a file that did not is checked too.
+    checked, found = check(parsed, frozenset(lost))
+    diags.extend(found)
     located: list[_Located] = []
     for i, t in enumerate(tuples, 1):
         try:

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from policy_lang import PolicyError, ast, parse
-from policy_lang.formatter import format_source
+from policy_lang.formatter import format_source, userset
 
 FULL = """
 // every construct once
@@ -177,3 +177,87 @@ def test_errors_found_while_building_the_tree_are_reported_as_themselves(
     with pytest.raises(PolicyError) as err:
         parse(source, "p.pdp")
     assert [d.format() for d in err.value.diagnostics] == [expected]
+
+
+# (written, as `pdp fmt` writes it): parentheses that change the reading in pdp or in SpiceDB
+# stay; those that change neither go.
+USERSETS = [
+    ("(a - b) + c", "(a - b) + c"),
+    ("a - (b + c)", "a - (b + c)"),
+    ("a + (b & c)", "a + (b & c)"),
+    ("(a + b) & c", "(a + b) & c"),
+    ("(a & b) + c", "(a & b) + c"),
+    ("a & (b + c)", "a & (b + c)"),
+    ("(a & b) + (c - a)", "(a & b) + (c - a)"),
+    ("(a + b) - c", "a + b - c"),
+    ("(a - b) - c", "a - b - c"),
+    ("(a & b) - c", "a & b - c"),
+    ("a - (b & c)", "a - b & c"),
+    ("(a + b) + (c + a)", "a + b + (c + a)"),
+    ("((a - b)) + parent->v", "(a - b) + parent->v"),
+]
+
+
+@pytest.mark.parametrize(("written", "formatted"), USERSETS)
+def test_fmt_keeps_the_parentheses_that_matter_and_round_trips(
+    written: str, formatted: str
+) -> None:
+    def policy(expr: str) -> str:
+        return (
+            "type user {}\ntype doc {\n  relation a: user\n  relation b: user\n"
+            f"  relation c: user\n  relation parent: doc\n  permission v = {expr}\n}}\n"
+        )
+
+    out = format_source(policy(written), "f.pdp")
+    assert f"permission v = {formatted}\n" in out
+    assert parse(out, "f.pdp") == parse(policy(written), "f.pdp")  # no ambiguous_precedence
+    assert format_source(out, "f.pdp") == out
+
+
+@pytest.mark.parametrize(
+    ("written", "ours", "theirs"),
+    [
+        ("a - b + c", "(a - b) + c", "a - (b + c)"),
+        ("a + b & c", "a + (b & c)", "(a + b) & c"),
+        ("a & b + c", "(a & b) + c", "a & (b + c)"),
+        ("a + b - c + a", "(a + b - c) + a", "a + b - (c + a)"),
+    ],
+)
+def test_operators_spicedb_reads_otherwise_are_an_error_showing_both_readings(
+    written: str, ours: str, theirs: str
+) -> None:
+    text = f"type user {{}}\ntype doc {{\n  relation a: user\n  permission v = {written}\n}}\n"
+    with pytest.raises(PolicyError) as info:
+        parse(text, "p.pdp")
+    [d] = info.value.diagnostics
+    assert (d.code, d.loc.line, d.loc.col) == ("ambiguous_precedence", 4, 18)
+    assert f"pdp reads it as `{ours}`, SpiceDB" in d.message
+    assert d.hint == f"write `{ours}` for pdp's reading, or `{theirs}`"
+    # the rest of the file parsed: the checker can report its errors too
+    assert [type(i).__name__ for i in info.value.partial.items] == ["TypeDecl", "TypeDecl"]
+
+
+_leaves = st.sampled_from([ast.Computed("a"), ast.Computed("b"), ast.TupleToUserset("parent", "v")])
+_usersets = st.recursive(
+    _leaves,
+    lambda inner: st.builds(
+        lambda kind, left, right: kind(left, right),
+        st.sampled_from([ast.Union, ast.Intersection, ast.Exclusion]),
+        inner,
+        inner,
+    ),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_usersets)
+def test_any_userset_the_formatter_writes_parses_back_to_itself(expr: ast.UsersetExpr) -> None:
+    """Whatever the tree, `pdp fmt`'s text is never ambiguous and means the same tree."""
+    text = (
+        "type user {}\ntype doc {\n  relation a: user\n  relation b: user\n"
+        f"  relation parent: doc\n  permission v = {userset(expr)}\n}}\n"
+    )
+    doc = parse(text, "f.pdp").items[1]
+    assert isinstance(doc, ast.TypeDecl)
+    assert doc.permissions[0].expr == expr
