@@ -1,6 +1,6 @@
-"""The composition root: builds the engine, the service (pdp.sidecar.service), audit, tuple log,
-reloader, token runtime, gRPC and HTTP servers, wires them together, starts and stops them.
-Nothing here decides or converts: it only composes.
+"""The composition root: builds the engine, the service (pdp.sidecar.service), audit, the store
+and its follower, the reloader, the token runtime, the gRPC and HTTP servers, wires them together,
+starts and stops them. Nothing here decides or converts: it only composes.
 """
 
 from __future__ import annotations
