@@ -72,10 +72,12 @@ def _drafts_under(root: Path, open_docs: Mapping[Path, str]) -> dict[str, str]:
 
 
 def _check_alone(name: str, text: str) -> list[Diagnostic]:
+    """As `pdp validate` checks a file: after a syntax error, what parsed is still checked."""
     try:
         tree = parse(text, name)
     except PolicyError as exc:
-        return with_sources(exc.diagnostics, {name: text})
+        _, found = check([exc.partial] if exc.partial is not None else [], exc.lost)
+        return with_sources([*exc.diagnostics, *found], {name: text})
     _, found = check([tree])
     return with_sources(found, {name: text})
 

@@ -45,6 +45,23 @@ def test_a_file_outside_a_bundle_is_checked_alone(tmp_path: Path) -> None:
     assert [(d.loc.line, d.code) for d in found] == [(2, "unknown_type")]
 
 
+def test_a_file_alone_reports_its_type_errors_beside_its_syntax_errors(tmp_path: Path) -> None:
+    lone = tmp_path / "lone.pdp"
+    lone.write_text(
+        "type doc {\n  relation owner: usr\n}\n"
+        "permit broken: read on doc when\n"
+        "type folder {\n  relation viewer: user\n}\n"
+    )
+    (found,) = language.diagnostics(lone, {}).values()
+    # the unfinished condition is reported where the next declaration starts; the type errors
+    # before and after it are checked all the same (`usr` and `user` are declared nowhere)
+    assert [(d.loc.line, d.code) for d in found] == [
+        (2, "unknown_type"),
+        (5, "syntax_error"),
+        (6, "unknown_type"),
+    ]
+
+
 def test_definitions_by_context(bundle: Path) -> None:
     rules = bundle / "policies" / "rules.pdp"
     roles = bundle / "policies" / "roles.pdp"
