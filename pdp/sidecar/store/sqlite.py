@@ -55,6 +55,22 @@ POLL_INTERVAL = 0.005  # seconds between `data_version` checks while waiting for
 BUSY_TIMEOUT_MS = 10_000  # another process holding the write lock: wait this long, then refuse
 
 
+def _enter_wal(db: sqlite3.Connection) -> None:
+    """Switch a new database to WAL (a no-op once it is). The switch takes an exclusive lock and
+    SQLite does not wait on it through the busy timeout: two processes opening a fresh data
+    directory at once (`pdp serve --processes N`, or two sidecars) would see one fail with
+    "database is locked". So retry for as long as the busy timeout, then refuse."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise StoreUnavailable(f"tuple store busy: {exc}") from exc
+            time.sleep(POLL_INTERVAL)
+
+
 class SqliteStore:
     """One SQLite file (by default `<data_dir>/tuples.db`), shared by every process that opens it."""
 
@@ -76,7 +92,7 @@ class SqliteStore:
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        db.execute("PRAGMA journal_mode=WAL")
+        _enter_wal(db)
         # FULL: every commit is fsynced, so a write acknowledged to a caller survives power loss,
         # not only a kill -9 (which NORMAL in WAL mode already survives).
         db.execute("PRAGMA synchronous=FULL")
