@@ -8,6 +8,7 @@ import grpc
 import httpx
 import pytest
 from google.protobuf import struct_pb2
+from prometheus_client.parser import text_string_to_metric_families
 
 from pdp._proto.pdp.v1 import pdp_pb2, pdp_pb2_grpc
 from pdp.sidecar.app import App
@@ -238,9 +239,21 @@ def test_metrics_over_http(make_app: Callable[..., App]) -> None:
         stub = pdp_pb2_grpc.AuthorizerStub(ch)
         stub.Check(req())
         stub.Check(req(MALLORY))
+        with pytest.raises(grpc.RpcError):
+            stub.Check(req(action=""))  # INVALID_ARGUMENT
     text = httpx.get(f"http://127.0.0.1:{app.http_port}/metrics").text
     assert 'pdp_decisions_total{effect="allow",reason="permitted"} 1' in text
     assert 'pdp_decisions_total{effect="deny",reason="not_permitted"} 1' in text
+    # every call counted once, by its final status (the counting wrapper is made once per method)
+    samples = {
+        (sample.name, sample.labels.get("code", "")): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.labels.get("method") == "Check" and sample.labels.get("transport") == "grpc"
+    }
+    assert samples[("pdp_rpc_requests_total", "OK")] == 2
+    assert samples[("pdp_rpc_requests_total", "INVALID_ARGUMENT")] == 1
+    assert samples[("pdp_rpc_duration_seconds_count", "")] == 3
     assert "pdp_check_duration_seconds_count 2" in text
     assert f'revision="{app.engine.bundle.revision}"' in text
     assert "pdp_audit_dropped_events_total 0" in text
